@@ -1,0 +1,608 @@
+//! Configuration: one TOML file, layered as built-in defaults → file →
+//! `HERALD__…` environment overrides (`HERALD__KAFKA__BOOTSTRAP_SERVERS`,
+//! `HERALD__DESTINATIONS__SLACK__URL`, …). Unknown keys are errors, and every
+//! error names the key it is about.
+
+use crate::retry::RetryPolicy;
+use crate::routing::RouteConfig;
+use crate::time::{serde_duration, serde_durations};
+use crate::topics::{is_valid_name, TopicNames};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+/// Prefix of environment variables that override the file.
+pub const ENV_PREFIX: &str = "HERALD__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment override {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    #[serde(default)]
+    pub router: RouterConfig,
+    #[serde(default)]
+    pub adapter: AdapterConfig,
+    /// Destinations by name (`[a-z0-9-]`); each gets its own topic, consumer
+    /// group, retry ladder and DLQ.
+    #[serde(default)]
+    pub destinations: BTreeMap<String, DestinationConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap_servers: String,
+    /// Extra librdkafka properties for every client (security settings,
+    /// `client.rack`, …). Herald's own settings win where they overlap.
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+fn default_bootstrap() -> String {
+    "127.0.0.1:9092".into()
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: default_bootstrap(),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Replaces `herald` in every topic and group name.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// The topic producers write events to.
+    #[serde(default = "default_input")]
+    pub input: String,
+    /// Partitions of the topics `herald topics apply` creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// Retention of destination, retry and attempts topics.
+    #[serde(default = "default_retention", with = "serde_duration")]
+    pub retention: Duration,
+    /// Retention of DLQ and invalid topics: long, since they wait for people.
+    #[serde(default = "default_dlq_retention", with = "serde_duration")]
+    pub dlq_retention: Duration,
+}
+
+fn default_prefix() -> String {
+    "herald".into()
+}
+fn default_input() -> String {
+    "events".into()
+}
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    3
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+fn default_dlq_retention() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            prefix: default_prefix(),
+            input: default_input(),
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+            retention: default_retention(),
+            dlq_retention: default_dlq_retention(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// A transaction closes after this many input records…
+    #[serde(default = "default_batch_records")]
+    pub batch_max_records: usize,
+    /// …or after this long, whichever comes first.
+    #[serde(default = "default_batch_wait", with = "serde_duration")]
+    pub batch_max_wait: Duration,
+    /// `transactional.id` of this router instance. Defaults to
+    /// `<prefix>.router.<hostname>`; must be unique per running instance.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default = "default_router_listen")]
+    pub listen: String,
+}
+
+fn default_batch_records() -> usize {
+    500
+}
+fn default_batch_wait() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_router_listen() -> String {
+    "0.0.0.0:9464".into()
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_records: default_batch_records(),
+            batch_max_wait: default_batch_wait(),
+            transactional_id: None,
+            listen: default_router_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// Address of `/metrics`, `/healthz`, `/readyz` (overridable per process
+    /// with `--listen`).
+    #[serde(default = "default_adapter_listen")]
+    pub listen: String,
+    /// How often finished offsets are committed.
+    #[serde(default = "default_commit_interval", with = "serde_duration")]
+    pub commit_interval: Duration,
+    /// On SIGTERM, how long in-flight deliveries may take to finish.
+    #[serde(default = "default_shutdown_grace", with = "serde_duration")]
+    pub shutdown_grace: Duration,
+}
+
+fn default_adapter_listen() -> String {
+    "0.0.0.0:9465".into()
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(20)
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_adapter_listen(),
+            commit_interval: default_commit_interval(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+/// The kinds of destination Herald can deliver to.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestinationKind {
+    /// POST the event as JSON, signed per Standard Webhooks.
+    Webhook,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    pub kind: DestinationKind,
+    /// Where to send deliveries (http or https).
+    pub url: String,
+    /// Signing secret (`whsec_…`), by reference: `env:NAME` or `file:PATH`.
+    /// A literal value is accepted for local use and never logged.
+    #[serde(default)]
+    pub secret: Option<SecretRef>,
+    /// Several secrets during rotation: every one signs each request.
+    #[serde(default)]
+    pub extra_secrets: Vec<SecretRef>,
+    /// Whole-request timeout.
+    #[serde(default = "default_timeout", with = "serde_duration")]
+    pub timeout: Duration,
+    /// Deliveries in flight at once, per adapter process.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Which events this destination hears about.
+    #[serde(default)]
+    pub route: RouteConfig,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_concurrency() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delay of each retry tier, shortest first. Each becomes a topic
+    /// `<prefix>.dest.<name>.retry.<delay>`.
+    #[serde(default = "default_tiers", with = "serde_durations")]
+    pub tiers: Vec<Duration>,
+    /// Attempts in all, the first included. Default: one per tier plus one.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// No retry is scheduled once the first attempt is older than this.
+    #[serde(default = "default_max_age", with = "serde_duration")]
+    pub max_age: Duration,
+    /// Each delay is stretched by a random fraction up to this (0.1 = +10%).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+}
+
+fn default_tiers() -> Vec<Duration> {
+    [30, 120, 900, 3600]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(86_400)
+}
+fn default_jitter() -> f64 {
+    0.1
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            tiers: default_tiers(),
+            max_attempts: None,
+            max_age: default_max_age(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+impl RetryConfig {
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            tiers: self.tiers.clone(),
+            max_attempts: self
+                .max_attempts
+                .unwrap_or(self.tiers.len() as u32 + 1),
+            max_age: self.max_age,
+            jitter: self.jitter,
+        }
+    }
+}
+
+/// A secret given by reference. Its `Debug` never shows the value.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct SecretRef(String);
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.starts_with("env:") || self.0.starts_with("file:") {
+            write!(f, "SecretRef({})", self.0)
+        } else {
+            f.write_str("SecretRef(<literal, redacted>)")
+        }
+    }
+}
+
+impl SecretRef {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// Reads the secret. Errors name the variable or file, never the value.
+    pub fn resolve(&self, key: &str) -> Result<String, ConfigError> {
+        if let Some(var) = self.0.strip_prefix("env:") {
+            std::env::var(var).map_err(|_| {
+                invalid(key, format!("environment variable {var} is not set"))
+            })
+        } else if let Some(path) = self.0.strip_prefix("file:") {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| invalid(key, format!("cannot read secret file {path}: {e}")))
+        } else {
+            Ok(self.0.clone())
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (if given), applies `HERALD__…` overrides from the process
+    /// environment, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (text, name) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+                p.display().to_string(),
+            ),
+            None => (String::new(), "<defaults>".to_string()),
+        };
+        Self::from_toml_with_env(&text, &name, env)
+    }
+
+    pub fn from_toml_with_env(
+        text: &str,
+        name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: name.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        overrides.sort();
+        for (var, value) in overrides {
+            apply_override(&mut table, &var, &value)?;
+        }
+        let config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::Parse {
+                path: name.to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn topic_names(&self) -> TopicNames {
+        TopicNames::new(self.topics.prefix.clone())
+    }
+
+    pub fn destination(&self, name: &str) -> Result<&DestinationConfig, ConfigError> {
+        self.destinations.get(name).ok_or_else(|| {
+            invalid(
+                format!("destinations.{name}"),
+                format!(
+                    "no such destination; configured: {}",
+                    self.destinations.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Checks what serde cannot: names, ranges, URLs, patterns, secrets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !is_valid_name(&self.topics.prefix) {
+            return Err(invalid("topics.prefix", "use only a-z, 0-9, '.' and '-'"));
+        }
+        if self.topics.input.is_empty() {
+            return Err(invalid("topics.input", "must not be empty"));
+        }
+        if self.topics.partitions < 1 {
+            return Err(invalid("topics.partitions", "must be at least 1"));
+        }
+        if self.topics.replication_factor < 1 {
+            return Err(invalid("topics.replication_factor", "must be at least 1"));
+        }
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(invalid("kafka.bootstrap_servers", "must not be empty"));
+        }
+        if self.router.batch_max_records == 0 {
+            return Err(invalid("router.batch_max_records", "must be at least 1"));
+        }
+        for (name, d) in &self.destinations {
+            let key = |k: &str| format!("destinations.{name}.{k}");
+            if !is_valid_name(name) || name.contains('.') {
+                return Err(invalid(
+                    format!("destinations.{name}"),
+                    "destination names use only a-z, 0-9 and '-'",
+                ));
+            }
+            if !(d.url.starts_with("http://") || d.url.starts_with("https://"))
+                || d.url.len() < "http://x".len()
+            {
+                return Err(invalid(key("url"), "must be an http:// or https:// URL"));
+            }
+            if d.concurrency == 0 {
+                return Err(invalid(key("concurrency"), "must be at least 1"));
+            }
+            if d.timeout.is_zero() {
+                return Err(invalid(key("timeout"), "must be more than zero"));
+            }
+            let r = &d.retry;
+            if r.tiers.is_empty() {
+                return Err(invalid(key("retry.tiers"), "needs at least one delay"));
+            }
+            if r.tiers.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(invalid(
+                    key("retry.tiers"),
+                    "delays must be strictly increasing",
+                ));
+            }
+            if r.tiers.iter().any(|t| t.is_zero()) {
+                return Err(invalid(key("retry.tiers"), "delays must be more than zero"));
+            }
+            if r.max_attempts == Some(0) {
+                return Err(invalid(key("retry.max_attempts"), "must be at least 1"));
+            }
+            if !(0.0..=1.0).contains(&r.jitter) {
+                return Err(invalid(key("retry.jitter"), "must be between 0 and 1"));
+            }
+            d.route.validate(&key("route"))?;
+            for (i, s) in d.secret.iter().chain(d.extra_secrets.iter()).enumerate() {
+                let k = if i == 0 && d.secret.is_some() {
+                    key("secret")
+                } else {
+                    key("extra_secrets")
+                };
+                let value = s.resolve(&k)?;
+                crate::signature::SigningKey::parse(&value)
+                    .map_err(|e| invalid(k.clone(), e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets `HERALD__A__B=value` at `a.b`. The value is read as a TOML value when
+/// it parses as one (`5`, `true`, `["30s", "2m"]`) and as a string otherwise.
+fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|p| p.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::Env {
+            var: var.to_string(),
+            message: "empty key segment".into(),
+        });
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+            var: var.to_string(),
+            message: format!("`{p}` is not a table in the config"),
+        })?;
+    }
+    cur.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [destinations.crm]
+        kind = "webhook"
+        url = "http://127.0.0.1:8080/hook"
+        route.event_types = ["subscription.*"]
+    "#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(
+            text,
+            "test.toml",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.topics.prefix, "herald");
+        let d = c.destination("crm").unwrap();
+        assert_eq!(d.retry.tiers.len(), 4);
+        assert_eq!(d.retry.policy().max_attempts, 5);
+        assert_eq!(d.concurrency, 16);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = parse(&format!("{MINIMAL}\n[router]\nbatch_size = 3\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("batch_size"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_win_and_are_typed() {
+        let c = parse(
+            MINIMAL,
+            &[
+                ("HERALD__KAFKA__BOOTSTRAP_SERVERS", "k:1"),
+                ("HERALD__DESTINATIONS__CRM__CONCURRENCY", "4"),
+                ("HERALD__DESTINATIONS__CRM__RETRY__TIERS", r#"["1s","2s"]"#),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "k:1");
+        let d = c.destination("crm").unwrap();
+        assert_eq!(d.concurrency, 4);
+        assert_eq!(d.retry.tiers, vec![Duration::from_secs(1), Duration::from_secs(2)]);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = parse(
+            &MINIMAL.replace("http://127.0.0.1:8080/hook", "ftp://x"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("destinations.crm.url"), "{err}");
+        let err = parse(
+            &format!("{MINIMAL}\nretry.tiers = [\"2m\", \"30s\"]\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("destinations.crm.retry.tiers"), "{err}");
+        let err = parse(&format!("{MINIMAL}\ntimeout = \"soon\"\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn missing_secret_env_is_named_and_literal_is_not_echoed() {
+        let err = parse(
+            &format!("{MINIMAL}\nsecret = \"env:HERALD_TEST_NO_SUCH_VAR\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("HERALD_TEST_NO_SUCH_VAR"), "{err}");
+        let err = parse(&format!("{MINIMAL}\nsecret = \"hunter2\"\n"), &[]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let c = parse(
+            &format!("{MINIMAL}\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("MfKQ9r8"));
+    }
+}

@@ -1,0 +1,123 @@
+//! Kafka client set-up shared by every service: client configs, header
+//! access, and the topic plan a configuration needs.
+
+use crate::config::Config;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// Base client config: bootstrap servers plus the operator's extra
+/// `[kafka.client]` properties.
+pub fn client_config(config: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in &config.kafka.client {
+        c.set(k, v);
+    }
+    c.set("bootstrap.servers", &config.kafka.bootstrap_servers);
+    c
+}
+
+/// The value of header `name` as UTF-8, if present.
+pub fn header_str<'a, M: Message>(msg: &'a M, name: &str) -> Option<&'a str> {
+    let h = msg.headers()?;
+    h.iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Appends a UTF-8 header.
+pub fn add_header(h: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
+    h.insert(rdkafka::message::Header {
+        key,
+        value: Some(value.as_bytes()),
+    })
+}
+
+/// One topic `herald topics apply` creates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub config: Vec<(&'static str, String)>,
+}
+
+/// Every topic a configuration needs, input topic included. Retry tiers
+/// share their destination topic's partition count so keys keep their
+/// partition; the ledger is compacted; DLQ and invalid keep data longer.
+pub fn topic_plan(config: &Config) -> Vec<TopicSpec> {
+    let t = &config.topics;
+    let names = config.topic_names();
+    let spec = |name: String, retention: Duration, compact: bool| {
+        let mut cfg = vec![("retention.ms", retention.as_millis().to_string())];
+        if compact {
+            cfg = vec![("cleanup.policy", "compact".to_string())];
+        }
+        TopicSpec {
+            name,
+            partitions: t.partitions,
+            replication_factor: t.replication_factor,
+            config: cfg,
+        }
+    };
+    let mut out = vec![
+        spec(t.input.clone(), t.retention, false),
+        spec(names.invalid(), t.dlq_retention, false),
+        spec(names.attempts(), t.retention, false),
+    ];
+    for (name, d) in &config.destinations {
+        out.push(spec(names.dest(name), t.retention, false));
+        for delay in &d.retry.tiers {
+            out.push(spec(names.retry(name, *delay), t.retention, false));
+        }
+        out.push(spec(names.dlq(name), t.dlq_retention, false));
+        out.push(spec(names.ledger(name), t.retention, true));
+    }
+    out
+}
+
+/// What `apply_topics` did with each topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicResult {
+    Created,
+    Exists,
+}
+
+/// Creates the topics that do not exist yet. Idempotent.
+pub async fn apply_topics(
+    config: &Config,
+    specs: &[TopicSpec],
+) -> anyhow::Result<Vec<(String, TopicResult)>> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let new: Vec<NewTopic> = specs
+        .iter()
+        .map(|s| {
+            let mut nt = NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(s.replication_factor),
+            );
+            for (k, v) in &s.config {
+                nt = nt.set(k, v);
+            }
+            nt
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(new.iter(), &opts).await?;
+    let mut out = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => out.push((name, TopicResult::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                out.push((name, TopicResult::Exists))
+            }
+            Err((name, code)) => anyhow::bail!("creating topic {name} failed: {code}"),
+        }
+    }
+    Ok(out)
+}

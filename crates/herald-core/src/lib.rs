@@ -1,0 +1,23 @@
+//! Herald's core: what every Herald service shares.
+//!
+//! The envelope types and their Avro codecs ([`envelope`], [`codec`]), the
+//! configuration ([`config`]), topic names ([`topics`]), Kafka header names
+//! ([`headers`]), failure classification ([`classify`]), the retry ladder
+//! ([`retry`]), Standard Webhooks signing ([`signature`]), Kafka client set-up
+//! ([`kafka`]), metrics ([`metrics`]), the admin HTTP server ([`admin`]) and
+//! logging ([`telemetry`]).
+
+pub mod admin;
+pub mod classify;
+pub mod codec;
+pub mod config;
+pub mod envelope;
+pub mod headers;
+pub mod kafka;
+pub mod metrics;
+pub mod retry;
+pub mod routing;
+pub mod signature;
+pub mod telemetry;
+pub mod time;
+pub mod topics;
