@@ -121,3 +121,28 @@ pub async fn apply_topics(
     }
     Ok(out)
 }
+
+/// Feeds librdkafka statistics into the lag gauges. Call from a client
+/// context's `stats` callback (enable with `statistics.interval.ms`).
+#[derive(Clone)]
+pub struct LagReporter {
+    pub group: String,
+    pub metrics: crate::metrics::LagMetrics,
+}
+
+impl LagReporter {
+    pub fn record(&self, stats: &rdkafka::Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal UA partition; lag -1 is unknown.
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                self.metrics
+                    .offsets
+                    .with_label_values(&[&self.group, topic, &partition.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+}

@@ -1,1 +1,249 @@
+//! The router: reads product events from the input topic, validates them,
+//! and writes one Delivery per matching destination — or the record itself
+//! to the invalid topic — in Kafka transactions that also commit the input
+//! offsets, so a crash neither loses nor re-routes an event.
+//!
+//! librdkafka's transactional calls block, so the loop runs on its own
+//! thread; the async runtime only serves the admin endpoints and signals.
 
+mod route;
+
+pub use route::{route_record, Output};
+
+use herald_core::admin::{self, Readiness};
+use herald_core::config::Config;
+use herald_core::kafka::{client_config, LagReporter};
+use herald_core::metrics::{BoundedLabel, RouterMetrics};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Statistics};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct RouterContext {
+    lag: LagReporter,
+    assigned: Arc<AtomicBool>,
+}
+
+impl ClientContext for RouterContext {
+    fn stats(&self, stats: Statistics) {
+        self.lag.record(&stats);
+    }
+}
+
+impl ConsumerContext for RouterContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.assigned.store(true, Ordering::Release);
+                info!(partitions = tpl.count(), "Partitions assigned to the router.");
+            }
+            Rebalance::Revoke(tpl) => {
+                info!(partitions = tpl.count(), "Partitions revoked from the router.")
+            }
+            Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
+        }
+    }
+}
+
+/// Runs the router until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = RouterMetrics::new();
+    let ready = Readiness::default();
+    let addr = admin::serve(&config.router.listen, metrics.registry.clone(), ready.clone()).await?;
+    info!(%addr, "Serving /metrics, /healthz and /readyz.");
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (stop, metrics, ready) = (stop.clone(), metrics.clone(), ready.clone());
+        std::thread::Builder::new()
+            .name("router".into())
+            .spawn(move || route_loop(&config, &metrics, &ready, &stop))?
+    };
+    let waiter = tokio::task::spawn_blocking(move || worker.join());
+    tokio::pin!(waiter);
+    tokio::select! {
+        _ = shutdown_signal() => {
+            info!("Shutting down: finishing the current transaction.");
+            stop.store(true, Ordering::Release);
+        }
+        res = &mut waiter => {
+            return res?.map_err(|_| anyhow::anyhow!("router thread panicked"))?;
+        }
+    }
+    waiter.await?.map_err(|_| anyhow::anyhow!("router thread panicked"))?
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn route_loop(
+    config: &Config,
+    metrics: &RouterMetrics,
+    ready: &Readiness,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let names = config.topic_names();
+    let group = names.router_group();
+    let assigned = Arc::new(AtomicBool::new(false));
+    let ctx = RouterContext {
+        lag: LagReporter {
+            group: group.clone(),
+            metrics: metrics.lag.clone(),
+        },
+        assigned: assigned.clone(),
+    };
+    let consumer: BaseConsumer<RouterContext> = client_config(config)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(ctx)?;
+    consumer.subscribe(&[&config.topics.input])?;
+
+    let transactional_id = config.router.transactional_id.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| format!("pid{}", std::process::id()));
+        format!("{group}.{host}")
+    });
+    let producer: ThreadedProducer<_> = client_config(config)
+        .set("transactional.id", &transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random")
+        .set("transaction.timeout.ms", "60000")
+        .create()?;
+    producer.init_transactions(TXN_TIMEOUT)?;
+    info!(%transactional_id, input = %config.topics.input, destinations = config.destinations.len(), "Router started.");
+
+    let event_types = BoundedLabel::new(200);
+    let mut batch = Vec::with_capacity(config.router.batch_max_records);
+    while !stop.load(Ordering::Acquire) {
+        ready.set(assigned.load(Ordering::Acquire));
+        batch.clear();
+        let mut deadline = None;
+        while batch.len() < config.router.batch_max_records {
+            let timeout = match deadline {
+                None => Duration::from_millis(200),
+                Some(d) => d - Instant::now().min(d),
+            };
+            match consumer.poll(timeout) {
+                Some(Ok(m)) => {
+                    batch.push(m.detach());
+                    deadline.get_or_insert_with(|| Instant::now() + config.router.batch_max_wait);
+                }
+                Some(Err(e)) => warn!(error = %e, "Consumer error while polling the input topic."),
+                None if deadline.is_none() => break,
+                None => {}
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        match route_batch(config, &consumer, &producer, &batch, metrics, &event_types) {
+            Ok(()) => {
+                metrics.transactions.with_label_values(&["commit"]).inc();
+                metrics.batch_duration.with_label_values(&[] as &[&str]).observe(started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                metrics.transactions.with_label_values(&["abort"]).inc();
+                if let KafkaError::Transaction(ref t) = e {
+                    if t.is_fatal() {
+                        error!(error = %e, "Fatal transaction error; exiting so the batch is re-read after restart.");
+                        return Err(e.into());
+                    }
+                }
+                warn!(error = %e, records = batch.len(), "Transaction failed; aborting and re-reading the batch.");
+                if let Err(e) = producer.abort_transaction(TXN_TIMEOUT) {
+                    error!(error = %e, "Abort failed; exiting so the batch is re-read after restart.");
+                    return Err(e.into());
+                }
+                rewind(&consumer, &batch);
+            }
+        }
+    }
+    info!("Router stopped; leaving the consumer group.");
+    ready.set(false);
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// Routes one batch in one transaction: outputs, then the input offsets.
+fn route_batch(
+    config: &Config,
+    consumer: &BaseConsumer<RouterContext>,
+    producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    batch: &[rdkafka::message::OwnedMessage],
+    metrics: &RouterMetrics,
+    event_types: &BoundedLabel,
+) -> Result<(), KafkaError> {
+    producer.begin_transaction()?;
+    let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        for out in route_record(config, m, metrics, event_types) {
+            let mut record = BaseRecord::to(&out.topic)
+                .payload(&out.value)
+                .headers(out.headers);
+            if let Some(k) = &out.key {
+                record = record.key(k);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+        }
+        next_offsets.insert((m.topic(), m.partition()), m.offset() + 1);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in &next_offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    let group = consumer
+        .group_metadata()
+        .ok_or_else(|| KafkaError::Subscription("consumer has no group metadata".into()))?;
+    producer.send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
+    producer.commit_transaction(TXN_TIMEOUT)?;
+    Ok(())
+}
+
+/// After an abort, moves each partition of the batch back to its first
+/// record so the batch is routed again. Partitions no longer assigned are
+/// skipped: their new owner starts from the committed offset.
+fn rewind(consumer: &BaseConsumer<RouterContext>, batch: &[rdkafka::message::OwnedMessage]) {
+    let mut first: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        first.entry((m.topic(), m.partition())).or_insert(m.offset());
+    }
+    for ((topic, partition), offset) in first {
+        if let Err(e) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+            warn!(topic, partition, error = %e, "Could not rewind partition (likely revoked).");
+        }
+    }
+}
