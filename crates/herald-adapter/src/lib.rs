@@ -1,1 +1,510 @@
+//! The adapter: one process (and consumer group) per destination. It reads
+//! the destination topic and its retry tiers, attempts each delivery over
+//! HTTP with bounded concurrency, and makes every outcome durable — attempt
+//! log, next retry tier or DLQ, ledger — before the record's offset may be
+//! committed. Offsets are committed only below the lowest unfinished record.
+//!
+//! A retry-tier record carries its due time; a tier partition whose head is
+//! not yet due is paused and its records held in memory until due.
 
+pub mod kinds;
+mod offsets;
+pub mod outcome;
+
+use futures::FutureExt;
+use herald_core::admin::{self, Readiness};
+use herald_core::classify::{classify_status, classify_transport, parse_retry_after, TransportError, Verdict};
+use herald_core::codec::AvroRecord;
+use herald_core::config::{Config, DestinationConfig};
+use herald_core::envelope::{Delivery, DlqReason};
+use herald_core::headers as h;
+use herald_core::kafka::{add_header, client_config, header_str, LagReporter};
+use herald_core::metrics::AdapterMetrics;
+use herald_core::retry::RetryPolicy;
+use herald_core::time::{compact_duration, now_ms};
+use herald_core::topics::TopicNames;
+use offsets::{OffsetTracker, Tp};
+use outcome::{AttemptResult, Next, Record};
+use rand::SeedableRng;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Statistics};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+/// State shared between the loop and the rebalance callbacks.
+#[derive(Default)]
+struct Shared {
+    offsets: OffsetTracker,
+    /// Tier records not yet due, per paused partition, in offset order.
+    held: HashMap<Tp, VecDeque<(i64, OwnedMessage)>>,
+}
+
+struct AdapterContext {
+    shared: Arc<Mutex<Shared>>,
+    lag: LagReporter,
+    assigned: Arc<AtomicBool>,
+}
+
+impl ClientContext for AdapterContext {
+    fn stats(&self, stats: Statistics) {
+        self.lag.record(&stats);
+    }
+}
+
+impl ConsumerContext for AdapterContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let tps: Vec<Tp> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            let commits = {
+                let mut s = self.shared.lock().expect("adapter state lock");
+                for tp in &tps {
+                    s.held.remove(tp);
+                }
+                s.offsets.revoke(&tps)
+            };
+            // Hand over cleanly: commit what is finished before the new
+            // owner starts reading. Unfinished records are re-delivered.
+            if let Err(e) = commit_list(consumer, &commits, CommitMode::Sync) {
+                warn!(error = %e, "Could not commit offsets of revoked partitions.");
+            }
+            info!(partitions = tps.len(), "Partitions revoked from the adapter.");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.assigned.store(true, Ordering::Release);
+            info!(partitions = tpl.count(), "Partitions assigned to the adapter.");
+        }
+    }
+}
+
+fn commit_list<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    commits: &[(Tp, i64)],
+    mode: CommitMode,
+) -> rdkafka::error::KafkaResult<()> {
+    if commits.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in commits {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    consumer.commit(&tpl, mode)
+}
+
+/// Everything a delivery task needs, shared by all of them.
+struct Deliverer {
+    names: TopicNames,
+    destination: String,
+    policy: RetryPolicy,
+    client: reqwest::Client,
+    request: Box<dyn kinds::RequestBuilder>,
+    producer: FutureProducer,
+    metrics: AdapterMetrics,
+    stopping: AtomicBool,
+}
+
+/// Sent by a delivery task once its outcome is durable.
+struct Done {
+    tp: Tp,
+    offset: i64,
+}
+
+/// Runs the adapter for `destination` until SIGTERM or SIGINT.
+pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
+    let dc = config.destination(&destination)?.clone();
+    let names = config.topic_names();
+    let group = names.adapter_group(&destination);
+    let metrics = AdapterMetrics::new();
+    let ready = Readiness::default();
+    let addr = admin::serve(&config.adapter.listen, metrics.registry.clone(), ready.clone()).await?;
+    info!(%addr, "Serving /metrics, /healthz and /readyz.");
+
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let assigned = Arc::new(AtomicBool::new(false));
+    let consumer: StreamConsumer<AdapterContext> = client_config(&config)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("statistics.interval.ms", "5000")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create_with_context(AdapterContext {
+            shared: shared.clone(),
+            lag: LagReporter { group: group.clone(), metrics: metrics.lag.clone() },
+            assigned: assigned.clone(),
+        })?;
+    let mut topics = vec![names.dest(&destination)];
+    topics.extend(dc.retry.tiers.iter().map(|d| names.retry(&destination, *d)));
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs)?;
+
+    let producer: FutureProducer = client_config(&config)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    let client = reqwest::Client::builder()
+        .timeout(dc.timeout)
+        .connect_timeout(dc.timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(dc.concurrency)
+        .build()?;
+    let deliverer = Arc::new(Deliverer {
+        names: names.clone(),
+        destination: destination.clone(),
+        policy: dc.retry.policy(),
+        client,
+        request: kinds::build(&destination, &dc)?,
+        producer,
+        metrics: metrics.clone(),
+        stopping: AtomicBool::new(false),
+    });
+    info!(destination = %destination, %group, topics = ?topics, concurrency = dc.concurrency, "Adapter started.");
+
+    let tiers: HashSet<String> = topics[1..].iter().cloned().collect();
+    let result = deliver_loop(&config, &dc, &consumer, &shared, &deliverer, &tiers, &ready, &assigned).await;
+    ready.set(false);
+    // Leave the group now rather than after the session times out.
+    consumer.unsubscribe();
+    info!("Adapter stopped.");
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deliver_loop(
+    config: &Config,
+    dc: &DestinationConfig,
+    consumer: &StreamConsumer<AdapterContext>,
+    shared: &Arc<Mutex<Shared>>,
+    deliverer: &Arc<Deliverer>,
+    tiers: &HashSet<String>,
+    ready: &Readiness,
+    assigned: &AtomicBool,
+) -> anyhow::Result<()> {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut in_flight = 0usize;
+    let mut ready_queue: VecDeque<OwnedMessage> = VecDeque::new();
+    let mut commit_tick = tokio::time::interval(config.adapter.commit_interval);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown = herald_core_shutdown();
+    tokio::pin!(shutdown);
+    let dest = deliverer.destination.as_str();
+
+    loop {
+        ready.set(assigned.load(Ordering::Acquire));
+        // Start whatever is ready while there is room.
+        while in_flight < dc.concurrency {
+            let Some(m) = ready_queue.pop_front() else { break };
+            spawn_delivery(deliverer.clone(), m, done_tx.clone());
+            in_flight += 1;
+        }
+        deliverer.metrics.in_flight.with_label_values(&[dest]).set(in_flight as i64);
+        let next_due = next_due(shared);
+        let room = in_flight < dc.concurrency && ready_queue.is_empty();
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some(done) = done_rx.recv() => {
+                in_flight -= 1;
+                shared.lock().expect("adapter state lock").offsets.finish(&done.tp, done.offset);
+            }
+            _ = commit_tick.tick() => commit(consumer, shared),
+            _ = sleep_until_ms(next_due), if next_due.is_some() => {
+                release_due(consumer, shared, &mut ready_queue, dest, &deliverer.metrics);
+            }
+            msg = consumer.recv(), if room => match msg {
+                Ok(m) => {
+                    let m = m.detach();
+                    let tp = (m.topic().to_string(), m.partition());
+                    let mut s = shared.lock().expect("adapter state lock");
+                    s.offsets.start(&tp, m.offset());
+                    if tiers.contains(m.topic()) {
+                        let due = header_str(&m, h::DUE_AT).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                        let queue = s.held.entry(tp.clone()).or_default();
+                        if !queue.is_empty() || due > now_ms() {
+                            if queue.is_empty() {
+                                pause(consumer, &tp, true);
+                            }
+                            queue.push_back((due, m));
+                            deliverer.metrics.waiting.with_label_values(&[dest]).inc();
+                            continue;
+                        }
+                    }
+                    drop(s);
+                    ready_queue.push_back(m);
+                }
+                Err(e) => warn!(error = %e, "Consumer error."),
+            }
+        }
+    }
+
+    // Graceful stop: nothing new starts; in-flight work gets the grace period.
+    info!(in_flight, grace = ?config.adapter.shutdown_grace, "Shutting down: finishing in-flight deliveries.");
+    let deadline = tokio::time::Instant::now() + config.adapter.shutdown_grace;
+    while in_flight > 0 {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(done)) => {
+                in_flight -= 1;
+                shared.lock().expect("adapter state lock").offsets.finish(&done.tp, done.offset);
+            }
+            _ => {
+                warn!(in_flight, "Grace period over; abandoning in-flight deliveries (they will be re-delivered).");
+                break;
+            }
+        }
+    }
+    deliverer.stopping.store(true, Ordering::Release);
+    let (commits, unfinished) = {
+        let mut s = shared.lock().expect("adapter state lock");
+        (s.offsets.take_commits(), s.offsets.unfinished())
+    };
+    info!(unfinished, "Committing finished offsets; unfinished records will be re-delivered to the next owner.");
+    if let Err(e) = commit_list(consumer, &commits, CommitMode::Sync) {
+        warn!(error = %e, "Final offset commit failed; finished records may be re-delivered.");
+    }
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn herald_core_shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn next_due(shared: &Mutex<Shared>) -> Option<i64> {
+    let s = shared.lock().expect("adapter state lock");
+    s.held.values().filter_map(|q| q.front().map(|(due, _)| *due)).min()
+}
+
+async fn sleep_until_ms(due: Option<i64>) {
+    let wait = due.map(|d| d - now_ms()).unwrap_or(0).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+/// Moves due tier records to the ready queue; resumes partitions whose
+/// held queue emptied.
+fn release_due(
+    consumer: &StreamConsumer<AdapterContext>,
+    shared: &Mutex<Shared>,
+    ready_queue: &mut VecDeque<OwnedMessage>,
+    dest: &str,
+    metrics: &AdapterMetrics,
+) {
+    let now = now_ms();
+    let mut s = shared.lock().expect("adapter state lock");
+    let mut emptied = Vec::new();
+    for (tp, q) in s.held.iter_mut() {
+        while q.front().is_some_and(|(due, _)| *due <= now) {
+            let (_, m) = q.pop_front().expect("front exists");
+            ready_queue.push_back(m);
+            metrics.waiting.with_label_values(&[dest]).dec();
+        }
+        if q.is_empty() {
+            emptied.push(tp.clone());
+        }
+    }
+    for tp in emptied {
+        s.held.remove(&tp);
+        pause(consumer, &tp, false);
+    }
+}
+
+fn pause(consumer: &StreamConsumer<AdapterContext>, tp: &Tp, pause: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.0, tp.1);
+    let r = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    if let Err(e) = r {
+        warn!(topic = %tp.0, partition = tp.1, pause, error = %e, "Could not pause/resume a tier partition.");
+    } else {
+        debug!(topic = %tp.0, partition = tp.1, pause, "Tier partition paused/resumed.");
+    }
+}
+
+fn commit(consumer: &StreamConsumer<AdapterContext>, shared: &Mutex<Shared>) {
+    let commits = shared.lock().expect("adapter state lock").offsets.take_commits();
+    if let Err(e) = commit_list(consumer, &commits, CommitMode::Async) {
+        warn!(error = %e, "Offset commit failed; will retry on the next tick.");
+    }
+}
+
+fn spawn_delivery(d: Arc<Deliverer>, m: OwnedMessage, done: mpsc::UnboundedSender<Done>) {
+    tokio::spawn(async move {
+        let tp = (m.topic().to_string(), m.partition());
+        let offset = m.offset();
+        let durable = std::panic::AssertUnwindSafe(deliver(&d, &m)).catch_unwind().await;
+        match durable {
+            Ok(true) => {
+                let _ = done.send(Done { tp, offset });
+            }
+            Ok(false) => {} // Not durable: the offset stays uncommitted.
+            Err(_) => error!(topic = %tp.0, partition = tp.1, offset, "A delivery task panicked; the record will be re-delivered after restart."),
+        }
+    });
+}
+
+/// One attempt and its durable outcome. Returns whether the offset may be
+/// committed.
+async fn deliver(d: &Deliverer, m: &OwnedMessage) -> bool {
+    let key = m.key().map(<[u8]>::to_vec).unwrap_or_default();
+    let traceparent = header_str(m, h::TRACEPARENT).map(str::to_string);
+    let delivery = match m.payload().map(Delivery::from_avro) {
+        Some(Ok(dl)) => dl,
+        other => {
+            let why = match other {
+                Some(Err(e)) => e.to_string(),
+                _ => "record has no value".to_string(),
+            };
+            return dead_letter_poison(d, m, key, &why).await;
+        }
+    };
+    let started = Instant::now();
+    let result = attempt(d, &delivery, traceparent.as_deref()).await;
+    let latency = started.elapsed();
+    let finished_at = now_ms();
+    let dest = d.destination.as_str();
+    d.metrics.delivery_duration.with_label_values(&[dest]).observe(latency.as_secs_f64());
+    let (verdict, message) = result;
+    let result = AttemptResult { verdict, latency, message, finished_at };
+    let routed_at = delivery.routed_at;
+    let event_id = delivery.event.id.clone();
+    let attempt_no = delivery.attempts + 1;
+    let (next, records) = {
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        outcome::plan(&d.names, &d.policy, delivery, key, traceparent.as_deref(), &result, &mut rng)
+    };
+    if !produce_all(d, records).await {
+        return false;
+    }
+    let class = match &result.verdict {
+        Verdict::Success { .. } => "none",
+        Verdict::Failure { class, .. } => class.as_str(),
+    };
+    match &next {
+        Next::Delivered => {
+            d.metrics.attempts.with_label_values(&[dest, "delivered", class]).inc();
+            d.metrics.end_to_end.with_label_values(&[dest]).observe((finished_at - routed_at).max(0) as f64 / 1000.0);
+            debug!(event_id, attempt = attempt_no, "Delivered.");
+        }
+        Next::Retry { delay, .. } => {
+            d.metrics.attempts.with_label_values(&[dest, "retry", class]).inc();
+            d.metrics.retries_scheduled.with_label_values(&[dest, &compact_duration(*delay)]).inc();
+            debug!(event_id, attempt = attempt_no, error_class = class, tier = %compact_duration(*delay), "Attempt failed; retry scheduled.");
+        }
+        Next::Dead(reason) => {
+            d.metrics.attempts.with_label_values(&[dest, "dead-lettered", class]).inc();
+            d.metrics.dead_lettered.with_label_values(&[dest, reason.as_str()]).inc();
+            info!(event_id, attempt = attempt_no, error_class = class, reason = reason.as_str(), "Delivery dead-lettered.");
+        }
+    }
+    true
+}
+
+/// Performs the HTTP call and classifies it. The message is a truncated
+/// response excerpt or transport error.
+async fn attempt(d: &Deliverer, delivery: &Delivery, traceparent: Option<&str>) -> (Verdict, String) {
+    match d.request.build(&d.client, delivery, traceparent).send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let verdict = classify_status(status, retry_after);
+            let excerpt = match &verdict {
+                Verdict::Success { .. } => String::new(),
+                // The body of a failure explains it; read a bounded amount.
+                Verdict::Failure { .. } => match resp.bytes().await {
+                    Ok(b) => h::truncate(&String::from_utf8_lossy(&b[..b.len().min(2048)]), h::MAX_ERROR_MESSAGE),
+                    Err(_) => String::new(),
+                },
+            };
+            (verdict, excerpt)
+        }
+        Err(e) => {
+            let kind = if e.is_timeout() { TransportError::Timeout } else { TransportError::Connect };
+            (classify_transport(kind), h::truncate(&error_chain(&e), h::MAX_ERROR_MESSAGE))
+        }
+    }
+}
+
+/// The error with its causes, without the URL (it may carry credentials).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut s = if e.is_timeout() {
+        "request timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+async fn dead_letter_poison(d: &Deliverer, m: &OwnedMessage, key: Vec<u8>, why: &str) -> bool {
+    warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = why, "Undecodable delivery record; dead-lettering it as poison.");
+    let mut hs = OwnedHeaders::new();
+    hs = add_header(hs, h::DLQ_REASON, DlqReason::Poison.as_str());
+    hs = outcome::error_headers(hs, herald_core::classify::ErrorClass::Schema, None, why);
+    hs = add_header(hs, h::ORIGINAL_TOPIC, m.topic());
+    hs = add_header(hs, h::ORIGINAL_PARTITION, &m.partition().to_string());
+    hs = add_header(hs, h::ORIGINAL_OFFSET, &m.offset().to_string());
+    let rec = Record { topic: d.names.dlq(&d.destination), key, value: m.payload().map(<[u8]>::to_vec), headers: hs };
+    let ok = produce_all(d, vec![rec]).await;
+    if ok {
+        d.metrics.dead_lettered.with_label_values(&[&d.destination, DlqReason::Poison.as_str()]).inc();
+    }
+    ok
+}
+
+/// Produces every record, retrying transient failures, until all are
+/// acknowledged. Gives up only when the adapter is stopping, in which case
+/// the input offset stays uncommitted and the record is re-delivered.
+async fn produce_all(d: &Deliverer, records: Vec<Record>) -> bool {
+    let sends = records.iter().map(|r| async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut fr = FutureRecord::to(&r.topic).key(&r.key).headers(r.headers.clone());
+            if let Some(v) = &r.value {
+                fr = fr.payload(v);
+            }
+            match d.producer.send(fr, Duration::from_secs(30)).await {
+                Ok(_) => return true,
+                Err((e, _)) => {
+                    if d.stopping.load(Ordering::Acquire) {
+                        return false;
+                    }
+                    error!(topic = %r.topic, error = %e, "Could not write a delivery outcome; retrying.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    });
+    futures::future::join_all(sends).await.into_iter().all(|ok| ok)
+}
