@@ -1,1 +1,171 @@
-fn main() {}
+//! `herald`: the operator CLI. Human-readable output by default, `--json`
+//! for scripts, non-zero exit codes on failure.
+
+mod dlq;
+mod produce;
+mod watch;
+
+use clap::{Parser, Subcommand};
+use herald_core::config::Config;
+use herald_core::kafka::{apply_topics, topic_plan, TopicResult};
+use herald_core::telemetry::{init_logging, LogFormat};
+use herald_core::time::compact_duration;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Operate a Herald pipeline: provision topics, produce test events, inspect
+/// and replay dead letters, watch deliveries, check configuration.
+///
+/// Every command reads the same TOML config as the services (`--config` or
+/// HERALD_CONFIG); `HERALD__SECTION__KEY` environment variables override it,
+/// e.g. HERALD__KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092.
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(short, long, global = true, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and explain what it sets up.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Manage the Kafka topics the configuration needs.
+    #[command(subcommand)]
+    Topics(TopicsCmd),
+    /// Produce sample events (or events from a JSON-lines file) to the input topic.
+    Produce(produce::ProduceArgs),
+    /// Inspect and replay a destination's dead-letter topic.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCmd),
+    /// Live per-destination counts of delivered, retrying and dead-lettered events.
+    Watch(watch::WatchArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Load the config (file + environment), validate it, and print a summary.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum TopicsCmd {
+    /// Create every topic the config needs that does not exist yet (idempotent).
+    Apply {
+        /// Print the plan without touching Kafka.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(LogFormat::Text);
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Config(ConfigCmd::Check) => config_check(&config, cli.json),
+        Command::Topics(TopicsCmd::Apply { dry_run }) => topics_apply(&config, dry_run, cli.json).await,
+        Command::Produce(args) => produce::run(&config, args, cli.json).await,
+        Command::Dlq(cmd) => dlq::run(&config, cmd, cli.json).await,
+        Command::Watch(args) => watch::run(&config, args, cli.json).await,
+    }
+}
+
+fn config_check(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let names = config.topic_names();
+    if json {
+        let dests: serde_json::Map<_, _> = config
+            .destinations
+            .iter()
+            .map(|(n, d)| {
+                (
+                    n.clone(),
+                    serde_json::json!({
+                        "kind": d.kind,
+                        "topic": names.dest(n),
+                        "retry_topics": d.retry.tiers.iter().map(|t| names.retry(n, *t)).collect::<Vec<_>>(),
+                        "dlq": names.dlq(n),
+                        "max_attempts": d.retry.policy().max_attempts,
+                        "concurrency": d.concurrency,
+                        "event_types": d.route.event_types,
+                        "signed": d.secret.is_some(),
+                    }),
+                )
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"ok": true, "bootstrap_servers": config.kafka.bootstrap_servers, "input": config.topics.input, "destinations": dests})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("config OK");
+    println!("  kafka:  {}", config.kafka.bootstrap_servers);
+    println!("  input:  {} (router group {})", config.topics.input, names.router_group());
+    if config.destinations.is_empty() {
+        println!("  warning: no destinations configured; every event will be unrouted");
+    }
+    for (n, d) in &config.destinations {
+        let p = d.retry.policy();
+        println!("  destination {n} ({:?}, concurrency {}, timeout {})", d.kind, d.concurrency, compact_duration(d.timeout));
+        println!("    events:  types {:?}{}", d.route.event_types, if d.route.tenants.is_empty() { String::new() } else { format!(", tenants {:?}", d.route.tenants) });
+        println!(
+            "    retries: {} attempts over tiers [{}], max age {}",
+            p.max_attempts,
+            p.tiers.iter().map(|t| compact_duration(*t)).collect::<Vec<_>>().join(", "),
+            compact_duration(p.max_age)
+        );
+        println!("    topics:  {} → retry.* → {}", names.dest(n), names.dlq(n));
+        println!("    signing: {}", if d.secret.is_some() { "Standard Webhooks (secret set)" } else { "off (no secret)" });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn topics_apply(config: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let plan = topic_plan(config);
+    if dry_run {
+        for t in &plan {
+            if json {
+                println!("{}", serde_json::json!({"topic": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor}));
+            } else {
+                println!("would ensure {} (partitions {}, replication {})", t.name, t.partitions, t.replication_factor);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let results = apply_topics(config, &plan).await?;
+    let created = results.iter().filter(|(_, r)| *r == TopicResult::Created).count();
+    for (name, r) in &results {
+        let what = match r {
+            TopicResult::Created => "created",
+            TopicResult::Exists => "exists",
+        };
+        if json {
+            println!("{}", serde_json::json!({"topic": name, "result": what}));
+        } else {
+            println!("{what:8} {name}");
+        }
+    }
+    if !json {
+        println!("{} topics: {created} created, {} already existed", results.len(), results.len() - created);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -146,3 +146,68 @@ impl LagReporter {
         }
     }
 }
+
+/// Reads every committed record of `topic` that exists now, from the
+/// beginning up to each partition's high watermark at the time of the call.
+/// No consumer group is joined and nothing is committed. Used by the CLI
+/// (`dlq list`, `dlq replay`) and the tests.
+pub async fn read_topic_to_end(
+    config: &Config,
+    topic: &str,
+) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: StreamConsumer = client_config(config)
+        .set("group.id", format!("{}.cli-reader", config.topics.prefix))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let t = md
+        .topics()
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no metadata for topic {topic}"))?;
+    if let Some(e) = t.error() {
+        anyhow::bail!("topic {topic}: {:?}", rdkafka::types::RDKafkaRespErr::from(e));
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for p in t.partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        if high > low {
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+            remaining.insert(p.id(), high);
+        }
+    }
+    let mut out = Vec::new();
+    if remaining.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !remaining.is_empty() {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("timed out reading {topic}");
+        }
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
+            let (p, next) = (m.partition(), m.offset() + 1);
+            out.push(m.detach());
+            if remaining.get(&p).is_some_and(|high| next >= *high) {
+                remaining.remove(&p);
+            }
+            continue;
+        }
+        // Transaction markers occupy offsets but are never returned; the
+        // position tells when a partition has passed its watermark.
+        if let Ok(pos) = consumer.position() {
+            for e in pos.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    if remaining.get(&e.partition()).is_some_and(|high| o >= *high) {
+                        remaining.remove(&e.partition());
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
