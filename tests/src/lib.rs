@@ -1,1 +1,320 @@
+//! Test support for Herald's end-to-end tests: a real Kafka broker (started
+//! with `scripts/kafka.sh` unless `KAFKA_BOOTSTRAP_SERVERS` names one), the
+//! real service binaries as child processes, a unique topic prefix per test,
+//! and helpers that wait on conditions instead of sleeping.
+//!
+//! Nothing here mocks Kafka: a test that cannot reach a broker fails.
 
+#![allow(unsafe_code)] // kill(2) for SIGTERM/SIGKILL of child processes.
+
+use herald_core::codec::AvroRecord;
+use herald_core::config::Config;
+use herald_core::envelope::{DeadLetter, Delivery};
+use herald_core::headers as h;
+use herald_core::kafka::{add_header, apply_topics, client_config, header_str, read_topic_to_end, topic_plan};
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Root of the repository.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The broker's bootstrap address. Starts the local broker when
+/// `KAFKA_BOOTSTRAP_SERVERS` is unset; panics (failing the test) when no
+/// broker can be had.
+pub fn bootstrap() -> String {
+    static ADDR: OnceLock<String> = OnceLock::new();
+    ADDR.get_or_init(|| {
+        if let Ok(addr) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+            if !addr.trim().is_empty() {
+                return addr;
+            }
+        }
+        let out = Command::new(repo_root().join("scripts/kafka.sh"))
+            .arg("start")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running scripts/kafka.sh start");
+        assert!(out.status.success(), "scripts/kafka.sh start failed: these tests need a real Kafka broker");
+        String::from_utf8(out.stdout).expect("utf-8").lines().last().expect("kafka.sh prints the address").trim().to_string()
+    })
+    .clone()
+}
+
+/// Path of a workspace binary, built once if missing.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let path = target.join("debug").join(name);
+    BUILT.get_or_init(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--bins", "-p", "herald-router", "-p", "herald-adapter", "-p", "herald-cli", "-p", "herald-devtools"])
+            .current_dir(repo_root())
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the service binaries failed");
+    });
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// Polls `cond` until it holds or `timeout` passes; panics with `what`.
+pub async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut cond: F) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A destination in a test pipeline.
+pub struct Dest {
+    pub name: &'static str,
+    pub url: String,
+    /// Extra TOML lines for `[destinations.<name>]`.
+    pub extra: String,
+}
+
+impl Dest {
+    pub fn new(name: &'static str, url: String) -> Self {
+        Self { name, url, extra: String::new() }
+    }
+
+    pub fn with(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+}
+
+/// A signing secret the sinks verify.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One test's pipeline: its own topic prefix, input topic, config file and
+/// child processes, all cleaned up on drop.
+pub struct Pipeline {
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub config: Config,
+    router: Option<Child>,
+    adapters: HashMap<String, Child>,
+    logs: Vec<PathBuf>,
+}
+
+impl Pipeline {
+    /// Writes the config and creates the topics.
+    pub async fn new(test: &str, dests: Vec<Dest>) -> Self {
+        let prefix = format!("t{}-{}", rand::random::<u32>(), test.replace('_', "-"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut toml = format!(
+            r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[topics]
+prefix = "{prefix}"
+input = "{prefix}.events"
+partitions = 3
+replication_factor = 1
+
+[router]
+batch_max_records = 200
+batch_max_wait = "50ms"
+transactional_id = "{prefix}.router"
+listen = "127.0.0.1:0"
+
+[adapter]
+listen = "127.0.0.1:0"
+commit_interval = "200ms"
+shutdown_grace = "5s"
+"#,
+            bootstrap = bootstrap()
+        );
+        for d in &dests {
+            toml.push_str(&format!(
+                "\n[destinations.{}]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntimeout = \"1s\"\nconcurrency = 16\nretry.tiers = [\"1s\", \"2s\"]\nretry.jitter = 0.0\n{}",
+                d.name, d.url, d.extra
+            ));
+        }
+        let config_path = dir.path().join("herald.toml");
+        std::fs::write(&config_path, &toml).expect("write config");
+        let config = Config::load_with_env(Some(&config_path), std::iter::empty()).expect("test config is valid");
+        apply_topics(&config, &topic_plan(&config)).await.expect("creating topics");
+        Self { prefix, dir, config_path, config, router: None, adapters: HashMap::new(), logs: Vec::new() }
+    }
+
+    fn spawn(&mut self, name: &str, args: &[&str]) -> Child {
+        let log = self.dir.path().join(format!("{}-{}.log", args.first().copied().unwrap_or(name), self.logs.len()));
+        let file = std::fs::File::create(&log).expect("log file");
+        self.logs.push(log);
+        Command::new(bin(name))
+            .args(args)
+            .env("RUST_LOG", "info,herald_adapter=debug")
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"))
+    }
+
+    pub fn start_router(&mut self) {
+        let cfg = self.config_path.display().to_string();
+        let child = self.spawn("herald-router", &["--config", &cfg]);
+        self.router = Some(child);
+    }
+
+    /// SIGKILL: no chance to commit or abort anything.
+    pub fn kill_router(&mut self) {
+        if let Some(mut c) = self.router.take() {
+            c.kill().expect("SIGKILL router");
+            c.wait().expect("reap router");
+        }
+    }
+
+    pub fn start_adapter(&mut self, destination: &str) {
+        let cfg = self.config_path.display().to_string();
+        let child = self.spawn("herald-adapter", &["--config", &cfg, "--destination", destination]);
+        self.adapters.insert(destination.to_string(), child);
+    }
+
+    pub fn start_all(&mut self) {
+        self.start_router();
+        let names: Vec<String> = self.config.destinations.keys().cloned().collect();
+        for d in names {
+            self.start_adapter(&d);
+        }
+    }
+
+    /// Runs the `herald` CLI with this pipeline's config.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("herald"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .expect("running herald")
+    }
+
+    pub fn input(&self) -> String {
+        self.config.topics.input.clone()
+    }
+
+    /// Produces structured CloudEvents `<prefix>-0 .. <prefix>-(n-1)` of the
+    /// given type; returns their ids.
+    pub async fn produce_events(&self, n: usize, event_type: &str) -> Vec<String> {
+        let producer = self.producer();
+        let ids: Vec<String> = (0..n).map(|i| format!("{}-{i}", self.prefix)).collect();
+        let sends = ids.iter().enumerate().map(|(i, id)| {
+            let value = serde_json::json!({
+                "specversion": "1.0", "id": id, "source": "/tests", "type": event_type,
+                "subject": format!("cus_{}", i % 50), "data": {"n": i},
+            })
+            .to_string();
+            let key = format!("cus_{}", i % 50);
+            let producer = producer.clone();
+            let topic = self.input();
+            let headers = add_header(OwnedHeaders::new(), h::TRACEPARENT, &format!("00-{:032x}-{:016x}-01", i + 1, i + 1));
+            async move {
+                producer
+                    .send(FutureRecord::to(&topic).key(&key).payload(&value).headers(headers), Duration::from_secs(30))
+                    .await
+                    .map_err(|(e, _)| e)
+                    .expect("produce");
+            }
+        });
+        futures::future::join_all(sends).await;
+        ids
+    }
+
+    pub async fn produce_raw(&self, value: &[u8], headers: Option<OwnedHeaders>) {
+        let topic = self.input();
+        let mut rec = FutureRecord::<str, [u8]>::to(&topic).key("raw").payload(value);
+        if let Some(hs) = headers {
+            rec = rec.headers(hs);
+        }
+        self.producer().send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("produce");
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        client_config(&self.config).set("linger.ms", "5").create().expect("producer")
+    }
+
+    pub async fn read(&self, topic: &str) -> Vec<OwnedMessage> {
+        read_topic_to_end(&self.config, topic).await.expect("reading topic")
+    }
+
+    /// Dead letters of a destination.
+    pub async fn dead_letters(&self, dest: &str) -> Vec<(DeadLetter, OwnedMessage)> {
+        self.read(&self.config.topic_names().dlq(dest))
+            .await
+            .into_iter()
+            .map(|m| (DeadLetter::from_avro(m.payload().expect("dlq value")).expect("dead letter decodes"), m))
+            .collect()
+    }
+
+    /// Event ids on a destination topic, with how often each appears.
+    pub async fn routed_ids(&self, dest: &str) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for m in self.read(&self.config.topic_names().dest(dest)).await {
+            let d = Delivery::from_avro(m.payload().expect("value")).expect("delivery decodes");
+            *out.entry(d.event.id).or_default() += 1;
+        }
+        out
+    }
+
+    /// The service logs so far, for failure messages.
+    pub fn logs(&self) -> String {
+        self.logs
+            .iter()
+            .map(|p| format!("==== {} ====\n{}", p.display(), std::fs::read_to_string(p).unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// A header value as a string.
+pub fn header(m: &OwnedMessage, name: &str) -> Option<String> {
+    header_str(m, name).map(str::to_string)
+}
+
+fn terminate(c: &mut Child) {
+    let _ = unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+impl Pipeline {
+    /// SIGTERM to a running adapter, waiting for it to exit; returns whether
+    /// it exited successfully.
+    pub fn stop_adapter(&mut self, destination: &str) -> bool {
+        let mut c = self.adapters.remove(destination).expect("adapter running");
+        terminate(&mut c);
+        c.try_wait().ok().flatten().is_some_and(|s| s.success())
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.router.take() {
+            terminate(&mut c);
+        }
+        for (_, mut c) in self.adapters.drain() {
+            terminate(&mut c);
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}

@@ -168,7 +168,7 @@ pub async fn read_topic_to_end(
         .first()
         .ok_or_else(|| anyhow::anyhow!("no metadata for topic {topic}"))?;
     if let Some(e) = t.error() {
-        anyhow::bail!("topic {topic}: {:?}", rdkafka::types::RDKafkaRespErr::from(e));
+        anyhow::bail!("topic {topic}: {:?}", e);
     }
     let mut tpl = TopicPartitionList::new();
     let mut remaining = std::collections::HashMap::new();
