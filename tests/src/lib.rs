@@ -138,10 +138,21 @@ shutdown_grace = "5s"
             bootstrap = bootstrap()
         );
         for d in &dests {
-            toml.push_str(&format!(
-                "\n[destinations.{}]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\ntimeout = \"1s\"\nconcurrency = 16\nretry.tiers = [\"1s\", \"2s\"]\nretry.jitter = 0.0\n{}",
-                d.name, d.url, d.extra
-            ));
+            toml.push_str(&format!("\n[destinations.{}]\nkind = \"webhook\"\nurl = \"{}\"\n", d.name, d.url));
+            // Test defaults, unless the test sets the key itself.
+            let defaults = [
+                ("secret", format!("\"{SECRET}\"")),
+                ("timeout", "\"1s\"".to_string()),
+                ("concurrency", "16".to_string()),
+                ("retry.tiers", "[\"1s\", \"2s\"]".to_string()),
+                ("retry.jitter", "0.0".to_string()),
+            ];
+            for (key, value) in defaults {
+                if !d.extra.lines().any(|l| l.trim_start().starts_with(&format!("{key} "))) {
+                    toml.push_str(&format!("{key} = {value}\n"));
+                }
+            }
+            toml.push_str(&d.extra);
         }
         let config_path = dir.path().join("herald.toml");
         std::fs::write(&config_path, &toml).expect("write config");
