@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(args.log_format);
     let mut config = Config::load(Some(&args.config))?;
     config.destination(&args.destination)?;
+    config.check_secrets(Some(&args.destination))?;
     if let Some(l) = args.listen {
         config.adapter.listen = l;
     }

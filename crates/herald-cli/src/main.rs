@@ -81,7 +81,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Config(ConfigCmd::Check) => config_check(&config, cli.json),
+        Command::Config(ConfigCmd::Check) => {
+            config.check_secrets(None)?;
+            config_check(&config, cli.json)
+        }
         Command::Topics(TopicsCmd::Apply { dry_run }) => topics_apply(&config, dry_run, cli.json).await,
         Command::Produce(args) => produce::run(&config, args, cli.json).await,
         Command::Dlq(cmd) => dlq::run(&config, cmd, cli.json).await,

@@ -469,11 +469,23 @@ impl Config {
                 return Err(invalid(key("retry.jitter"), "must be between 0 and 1"));
             }
             d.route.validate(&key("route"))?;
+        }
+        Ok(())
+    }
+
+    /// Resolves and parses the signing secrets of `destination` (or of every
+    /// destination). Separate from [`Config::validate`] so the router, which
+    /// signs nothing, does not need access to any secret.
+    pub fn check_secrets(&self, destination: Option<&str>) -> Result<(), ConfigError> {
+        for (name, d) in &self.destinations {
+            if destination.is_some_and(|only| only != name) {
+                continue;
+            }
             for (i, s) in d.secret.iter().chain(d.extra_secrets.iter()).enumerate() {
                 let k = if i == 0 && d.secret.is_some() {
-                    key("secret")
+                    format!("destinations.{name}.secret")
                 } else {
-                    key("extra_secrets")
+                    format!("destinations.{name}.extra_secrets")
                 };
                 let value = s.resolve(&k)?;
                 crate::signature::SigningKey::parse(&value)
@@ -590,13 +602,17 @@ mod tests {
 
     #[test]
     fn missing_secret_env_is_named_and_literal_is_not_echoed() {
-        let err = parse(
+        let c = parse(
             &format!("{MINIMAL}\nsecret = \"env:HERALD_TEST_NO_SUCH_VAR\"\n"),
             &[],
         )
-        .unwrap_err();
+        .unwrap();
+        let err = c.check_secrets(None).unwrap_err();
         assert!(err.to_string().contains("HERALD_TEST_NO_SUCH_VAR"), "{err}");
-        let err = parse(&format!("{MINIMAL}\nsecret = \"hunter2\"\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("destinations.crm.secret"), "{err}");
+        assert!(c.check_secrets(Some("other")).is_ok());
+        let c = parse(&format!("{MINIMAL}\nsecret = \"hunter2\"\n"), &[]).unwrap();
+        let err = c.check_secrets(None).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         let c = parse(
             &format!("{MINIMAL}\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"),

@@ -1,0 +1,17 @@
+# One image for every Herald role: herald-router, herald-adapter, herald (CLI)
+# and herald-demo-sink. The command chooses the role.
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev zlib1g-dev pkg-config && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bins \
+    && mkdir /out \
+    && cp target/release/herald target/release/herald-router target/release/herald-adapter target/release/herald-demo-sink /out/
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 herald
+COPY --from=build /out/ /usr/local/bin/
+USER 10001
+ENTRYPOINT []
+CMD ["herald", "--help"]
