@@ -255,3 +255,26 @@ async fn adapter_stops_gracefully_on_sigterm_and_a_successor_finishes_the_work()
     wait_until("all delivered by the successor", LONG, || sink.stats("/d").unique_delivered >= n as u64).await;
     assert_eq!(sink.delivered_ids("/d"), ids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_an_event_are_dropped_within_the_window_even_across_router_restarts() {
+    let sink = Sink::start(vec![("/d".into(), signed(Behaviour::healthy()))]).await.unwrap();
+    let mut p = Pipeline::new("dedupe", vec![Dest::new("d", sink.url("/d"))]).await;
+    p.start_all();
+    let ids: HashSet<String> = p.produce_events(100, "payment.failed").await.into_iter().collect();
+    // A producer retry storm: every event again, in the same batch window.
+    p.produce_events(100, "payment.failed").await;
+    wait_until("first copies delivered", LONG, || sink.stats("/d").unique_delivered >= 100).await;
+    wait_until("router caught up", LONG, || p.router_caught_up()).await;
+    // A restarted router restores the marks from the changelog.
+    p.kill_router();
+    p.start_router();
+    p.produce_events(100, "payment.failed").await;
+    wait_until("router caught up after restart", LONG, || p.router_caught_up()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let routed = p.routed_ids("d").await;
+    assert_eq!(routed.keys().cloned().collect::<HashSet<_>>(), ids);
+    assert!(routed.values().all(|n| *n == 1), "each event routed once despite three copies");
+    let s = sink.stats("/d");
+    assert_eq!((s.requests, s.unique_delivered), (100, 100), "{s:?}");
+}

@@ -47,8 +47,7 @@ impl RouteConfig {
             });
         }
         for path in self.fields.keys() {
-            let root = path.split('.').next().unwrap_or_default();
-            if !matches!(root, "id" | "source" | "type" | "subject" | "tenant" | "data") {
+            if !is_field_path(path) {
                 return Err(ConfigError::Invalid {
                     key: format!("{key}.where.{path}"),
                     message: "paths start at id, source, type, subject, tenant or data".into(),
@@ -73,11 +72,19 @@ impl RouteConfig {
         }
         self.fields
             .iter()
-            .all(|(path, want)| lookup(event, data, path).is_some_and(|got| &got == want))
+            .all(|(path, want)| field_value(event, data, path).is_some_and(|got| &got == want))
     }
 }
 
-fn lookup(event: &Event, data: &serde_json::Value, path: &str) -> Option<serde_json::Value> {
+/// Whether `path` starts at an event attribute or `data`.
+pub fn is_field_path(path: &str) -> bool {
+    let root = path.split('.').next().unwrap_or_default();
+    matches!(root, "id" | "source" | "type" | "subject" | "tenant" | "data")
+}
+
+/// The value at `path` (`id`, `source`, `type`, `subject`, `tenant`, or
+/// `data.a.b`, with the payload parsed as `data`).
+pub fn field_value(event: &Event, data: &serde_json::Value, path: &str) -> Option<serde_json::Value> {
     let mut parts = path.split('.');
     let attr = |s: &Option<String>| s.clone().map(serde_json::Value::String);
     match parts.next()? {

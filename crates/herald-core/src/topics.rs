@@ -55,6 +55,11 @@ impl TopicNames {
         format!("{}.dest.{destination}.ledger", self.prefix)
     }
 
+    /// Compacted: event identities the router has seen, per input partition.
+    pub fn dedupe_changelog(&self) -> String {
+        format!("{}.router.dedupe", self.prefix)
+    }
+
     pub fn router_group(&self) -> String {
         format!("{}.router", self.prefix)
     }
