@@ -1,0 +1,209 @@
+//! The parameters of a run ([`Plan`]) and what every scenario shares
+//! ([`Ctx`]): the broker, the binaries, a work directory for configs and
+//! logs, the sink, and progress output.
+
+use crate::procs::{free_port, Service};
+use crate::sink::Sink;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long and how often each scenario runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub mode: &'static str,
+    /// Repetitions of each measurement (each side of a ratio).
+    pub reps: usize,
+    /// Partitions of every topic.
+    pub partitions: i32,
+    /// Throughput scenarios: time after the first record is processed that
+    /// is not measured…
+    #[serde(with = "secs")]
+    pub warmup: Duration,
+    /// …and the measured window after it.
+    #[serde(with = "secs")]
+    pub measure: Duration,
+    /// Input events pre-filled for router throughput.
+    pub router_backlog: u64,
+    /// Deliveries pre-filled for adapter throughput.
+    pub adapter_backlog: u64,
+    pub concurrencies: Vec<usize>,
+    /// Offered rates of the latency scenario, events/s.
+    pub rates: Vec<f64>,
+    /// Offered rate of the isolation scenario, events/s.
+    pub isolation_rate: f64,
+    /// Latency scenarios: produced but not measured, then measured.
+    #[serde(with = "secs")]
+    pub latency_warmup: Duration,
+    #[serde(with = "secs")]
+    pub latency_measure: Duration,
+    /// How long to wait for the last measured events to arrive.
+    #[serde(with = "secs")]
+    pub drain_timeout: Duration,
+    /// Records per Kafka perf-tool run.
+    pub perf_records: u64,
+    pub perf_reps: usize,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+impl Plan {
+    pub fn full() -> Self {
+        Self {
+            mode: "full",
+            reps: 3,
+            partitions: 3,
+            warmup: Duration::from_secs(2),
+            measure: Duration::from_secs(8),
+            router_backlog: 250_000,
+            adapter_backlog: 150_000,
+            concurrencies: vec![1, 16, 64],
+            rates: vec![200.0, 1000.0, 2000.0],
+            isolation_rate: 1000.0,
+            latency_warmup: Duration::from_secs(3),
+            latency_measure: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            perf_records: 400_000,
+            perf_reps: 2,
+        }
+    }
+
+    /// Every scenario for a few seconds: checks the bench works, not speed.
+    pub fn quick() -> Self {
+        Self {
+            mode: "quick",
+            reps: 1,
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(2),
+            router_backlog: 30_000,
+            adapter_backlog: 20_000,
+            latency_warmup: Duration::from_secs(1),
+            latency_measure: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(20),
+            perf_records: 20_000,
+            perf_reps: 1,
+            ..Self::full()
+        }
+    }
+}
+
+pub struct Ctx {
+    pub plan: Plan,
+    pub bootstrap: String,
+    /// Where herald-router, herald-adapter live.
+    pub bins: PathBuf,
+    /// This executable, for the baseline subcommands.
+    pub self_exe: PathBuf,
+    pub repo: PathBuf,
+    /// Configs and logs of this run.
+    pub work: PathBuf,
+    /// Unique per run: the prefix of every topic and group it creates.
+    pub run: String,
+    pub sink: Sink,
+    pub http: reqwest::Client,
+    started: Instant,
+}
+
+impl Ctx {
+    pub fn new(
+        plan: Plan,
+        bootstrap: String,
+        bins: PathBuf,
+        repo: PathBuf,
+        work: PathBuf,
+        run: String,
+        sink: Sink,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            plan,
+            bootstrap,
+            bins,
+            self_exe: std::env::current_exe()?,
+            repo,
+            work,
+            run,
+            sink,
+            http: reqwest::Client::builder().build()?,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn log(&self, msg: impl AsRef<str>) {
+        eprintln!(
+            "[herald-bench +{:>4}s] {}",
+            self.started.elapsed().as_secs(),
+            msg.as_ref()
+        );
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Starts `herald-router` with `config`.
+    pub fn start_router(
+        &self,
+        config: &std::path::Path,
+        log_name: &str,
+    ) -> anyhow::Result<Service> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let args = [
+            "--config".into(),
+            config.display().to_string(),
+            "--listen".into(),
+            addr.clone(),
+        ];
+        Service::spawn(
+            log_name,
+            &self.bins.join("herald-router"),
+            args,
+            &[],
+            &self.work,
+            Some(addr),
+        )
+    }
+
+    /// Starts `herald-adapter` for `destination`, with `env` overrides.
+    pub fn start_adapter(
+        &self,
+        config: &std::path::Path,
+        destination: &str,
+        env: &[(String, String)],
+        log_name: &str,
+    ) -> anyhow::Result<Service> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let args = [
+            "--config".into(),
+            config.display().to_string(),
+            "--destination".into(),
+            destination.to_string(),
+            "--listen".into(),
+            addr.clone(),
+        ];
+        Service::spawn(
+            log_name,
+            &self.bins.join("herald-adapter"),
+            args,
+            env,
+            &self.work,
+            Some(addr),
+        )
+    }
+
+    /// Starts a baseline subcommand of this executable.
+    pub fn start_baseline(
+        &self,
+        args: &[String],
+        env: &[(String, String)],
+        log_name: &str,
+    ) -> anyhow::Result<Service> {
+        Service::spawn(log_name, &self.self_exe, args, env, &self.work, None)
+    }
+}

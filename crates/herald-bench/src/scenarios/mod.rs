@@ -1,0 +1,5 @@
+//! The six scenarios. Each returns its figures and leaves no topics behind.
+
+pub mod broker;
+pub mod latency;
+pub mod throughput;
