@@ -11,7 +11,9 @@ use herald_core::codec::AvroRecord;
 use herald_core::config::Config;
 use herald_core::envelope::{DeadLetter, Delivery};
 use herald_core::headers as h;
-use herald_core::kafka::{add_header, apply_topics, client_config, header_str, read_topic_to_end, topic_plan};
+use herald_core::kafka::{
+    add_header, apply_topics, client_config, header_str, read_topic_to_end, topic_plan,
+};
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::HashMap;
@@ -22,7 +24,10 @@ use std::time::{Duration, Instant};
 
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The broker's bootstrap address. Starts the local broker when
@@ -41,8 +46,17 @@ pub fn bootstrap() -> String {
             .stderr(Stdio::inherit())
             .output()
             .expect("running scripts/kafka.sh start");
-        assert!(out.status.success(), "scripts/kafka.sh start failed: these tests need a real Kafka broker");
-        String::from_utf8(out.stdout).expect("utf-8").lines().last().expect("kafka.sh prints the address").trim().to_string()
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh start failed: these tests need a real Kafka broker"
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .lines()
+            .last()
+            .expect("kafka.sh prints the address")
+            .trim()
+            .to_string()
     })
     .clone()
 }
@@ -50,11 +64,24 @@ pub fn bootstrap() -> String {
 /// Path of a workspace binary, built once if missing.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
     let path = target.join("debug").join(name);
     BUILT.get_or_init(|| {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--bins", "-p", "herald-router", "-p", "herald-adapter", "-p", "herald-cli", "-p", "herald-devtools"])
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "herald-router",
+                "-p",
+                "herald-adapter",
+                "-p",
+                "herald-cli",
+                "-p",
+                "herald-devtools",
+            ])
             .current_dir(repo_root())
             .status()
             .expect("running cargo build");
@@ -68,7 +95,10 @@ pub fn bin(name: &str) -> PathBuf {
 pub async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut cond: F) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -83,7 +113,11 @@ pub struct Dest {
 
 impl Dest {
     pub fn new(name: &'static str, url: String) -> Self {
-        Self { name, url, extra: String::new() }
+        Self {
+            name,
+            url,
+            extra: String::new(),
+        }
     }
 
     pub fn with(mut self, toml: &str) -> Self {
@@ -106,6 +140,11 @@ pub struct Pipeline {
     router: Option<Child>,
     adapters: HashMap<String, Child>,
     logs: Vec<PathBuf>,
+    /// Extra environment for the services started from now on (e.g.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`); later entries win, `RUST_LOG` included.
+    pub env: Vec<(String, String)>,
+    /// Extra flags for the router and adapters (e.g. `--log-format json`).
+    pub args: Vec<String>,
 }
 
 impl Pipeline {
@@ -117,6 +156,8 @@ impl Pipeline {
             r#"
 [kafka]
 bootstrap_servers = "{bootstrap}"
+# A killed member's partitions move after 6 s (the broker's minimum), not 45 s.
+client = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
 
 [topics]
 prefix = "{prefix}"
@@ -138,7 +179,10 @@ shutdown_grace = "5s"
             bootstrap = bootstrap()
         );
         for d in &dests {
-            toml.push_str(&format!("\n[destinations.{}]\nkind = \"webhook\"\nurl = \"{}\"\n", d.name, d.url));
+            toml.push_str(&format!(
+                "\n[destinations.{}]\nkind = \"webhook\"\nurl = \"{}\"\n",
+                d.name, d.url
+            ));
             // Test defaults, unless the test sets the key itself.
             let defaults = [
                 ("secret", format!("\"{SECRET}\"")),
@@ -148,7 +192,11 @@ shutdown_grace = "5s"
                 ("retry.jitter", "0.0".to_string()),
             ];
             for (key, value) in defaults {
-                if !d.extra.lines().any(|l| l.trim_start().starts_with(&format!("{key} "))) {
+                if !d
+                    .extra
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{key} ")))
+                {
                     toml.push_str(&format!("{key} = {value}\n"));
                 }
             }
@@ -156,18 +204,37 @@ shutdown_grace = "5s"
         }
         let config_path = dir.path().join("herald.toml");
         std::fs::write(&config_path, &toml).expect("write config");
-        let config = Config::load_with_env(Some(&config_path), std::iter::empty()).expect("test config is valid");
-        apply_topics(&config, &topic_plan(&config)).await.expect("creating topics");
-        Self { prefix, dir, config_path, config, router: None, adapters: HashMap::new(), logs: Vec::new() }
+        let config = Config::load_with_env(Some(&config_path), std::iter::empty())
+            .expect("test config is valid");
+        apply_topics(&config, &topic_plan(&config))
+            .await
+            .expect("creating topics");
+        Self {
+            prefix,
+            dir,
+            config_path,
+            config,
+            router: None,
+            adapters: HashMap::new(),
+            logs: Vec::new(),
+            env: Vec::new(),
+            args: Vec::new(),
+        }
     }
 
     fn spawn(&mut self, name: &str, args: &[&str]) -> Child {
-        let log = self.dir.path().join(format!("{}-{}.log", args.first().copied().unwrap_or(name), self.logs.len()));
+        let log = self.dir.path().join(format!(
+            "{}-{}.log",
+            service_label(name, args),
+            self.logs.len()
+        ));
         let file = std::fs::File::create(&log).expect("log file");
         self.logs.push(log);
         Command::new(bin(name))
             .args(args)
+            .args(&self.args)
             .env("RUST_LOG", "info,herald_adapter=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(file.try_clone().expect("log fd"))
             .stderr(file)
             .spawn()
@@ -190,7 +257,10 @@ shutdown_grace = "5s"
 
     pub fn start_adapter(&mut self, destination: &str) {
         let cfg = self.config_path.display().to_string();
-        let child = self.spawn("herald-adapter", &["--config", &cfg, "--destination", destination]);
+        let child = self.spawn(
+            "herald-adapter",
+            &["--config", &cfg, "--destination", destination],
+        );
         self.adapters.insert(destination.to_string(), child);
     }
 
@@ -230,10 +300,20 @@ shutdown_grace = "5s"
             let key = format!("cus_{}", i % 50);
             let producer = producer.clone();
             let topic = self.input();
-            let headers = add_header(OwnedHeaders::new(), h::TRACEPARENT, &format!("00-{:032x}-{:016x}-01", i + 1, i + 1));
+            let headers = add_header(
+                OwnedHeaders::new(),
+                h::TRACEPARENT,
+                &format!("00-{:032x}-{:016x}-01", i + 1, i + 1),
+            );
             async move {
                 producer
-                    .send(FutureRecord::to(&topic).key(&key).payload(&value).headers(headers), Duration::from_secs(30))
+                    .send(
+                        FutureRecord::to(&topic)
+                            .key(&key)
+                            .payload(&value)
+                            .headers(headers),
+                        Duration::from_secs(30),
+                    )
                     .await
                     .map_err(|(e, _)| e)
                     .expect("produce");
@@ -245,19 +325,30 @@ shutdown_grace = "5s"
 
     pub async fn produce_raw(&self, value: &[u8], headers: Option<OwnedHeaders>) {
         let topic = self.input();
-        let mut rec = FutureRecord::<str, [u8]>::to(&topic).key("raw").payload(value);
+        let mut rec = FutureRecord::<str, [u8]>::to(&topic)
+            .key("raw")
+            .payload(value);
         if let Some(hs) = headers {
             rec = rec.headers(hs);
         }
-        self.producer().send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("produce");
+        self.producer()
+            .send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
     }
 
     pub fn producer(&self) -> FutureProducer {
-        client_config(&self.config).set("linger.ms", "5").create().expect("producer")
+        client_config(&self.config)
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer")
     }
 
     pub async fn read(&self, topic: &str) -> Vec<OwnedMessage> {
-        read_topic_to_end(&self.config, topic).await.expect("reading topic")
+        read_topic_to_end(&self.config, topic)
+            .await
+            .expect("reading topic")
     }
 
     /// Dead letters of a destination.
@@ -265,7 +356,13 @@ shutdown_grace = "5s"
         self.read(&self.config.topic_names().dlq(dest))
             .await
             .into_iter()
-            .map(|m| (DeadLetter::from_avro(m.payload().expect("dlq value")).expect("dead letter decodes"), m))
+            .map(|m| {
+                (
+                    DeadLetter::from_avro(m.payload().expect("dlq value"))
+                        .expect("dead letter decodes"),
+                    m,
+                )
+            })
             .collect()
     }
 
@@ -279,12 +376,137 @@ shutdown_grace = "5s"
         out
     }
 
+    /// Whether the router group has committed the end of every input
+    /// partition: every record produced so far is routed.
+    pub fn router_caught_up(&self) -> bool {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = client_config(&self.config)
+            .set("group.id", self.config.topic_names().router_group())
+            .create()
+            .expect("consumer");
+        let input = self.input();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.config.topics.partitions {
+            tpl.add_partition(&input, p);
+        }
+        let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else {
+            return false;
+        };
+        committed.elements().iter().all(|e| {
+            let (_, high) = consumer
+                .fetch_watermarks(&input, e.partition(), Duration::from_secs(10))
+                .expect("watermarks");
+            match e.offset() {
+                Offset::Offset(o) => o >= high,
+                _ => high == 0,
+            }
+        })
+    }
+
+    /// Whether `group` has committed past the last record of every
+    /// partition of `topic` (transaction markers after it do not count).
+    pub async fn group_caught_up(&self, group: &str, topic: &str) -> bool {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+        let mut last: HashMap<i32, i64> = HashMap::new();
+        for m in self.read(topic).await {
+            last.insert(m.partition(), m.offset());
+        }
+        let consumer: BaseConsumer = client_config(&self.config)
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in last.keys() {
+            tpl.add_partition(topic, *p);
+        }
+        let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else {
+            return false;
+        };
+        committed
+            .elements()
+            .iter()
+            .all(|e| matches!(e.offset(), Offset::Offset(o) if o > last[&e.partition()]))
+    }
+
+    /// SIGKILL to an adapter: no chance to finish or commit anything.
+    pub fn kill_adapter(&mut self, destination: &str) {
+        let mut c = self.adapters.remove(destination).expect("adapter running");
+        c.kill().expect("SIGKILL adapter");
+        c.wait().expect("reap adapter");
+    }
+
     /// The service logs so far, for failure messages.
     pub fn logs(&self) -> String {
         self.logs
             .iter()
-            .map(|p| format!("==== {} ====\n{}", p.display(), std::fs::read_to_string(p).unwrap_or_default()))
+            .map(|p| {
+                format!(
+                    "==== {} ====\n{}",
+                    p.display(),
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
             .collect()
+    }
+}
+
+/// Names a service's log file: the binary, plus the destination for an
+/// adapter (`herald-adapter-flaky`).
+fn service_label(name: &str, args: &[&str]) -> String {
+    match args.iter().position(|a| *a == "--destination") {
+        Some(i) if i + 1 < args.len() => format!("{name}-{}", args[i + 1]),
+        _ => name.to_string(),
+    }
+}
+
+impl Pipeline {
+    /// The bound admin address (`/metrics`) of the most recently started
+    /// `herald-router` (service `"router"`) or adapter of a destination
+    /// (service = the destination's name), read from the "Serving /metrics"
+    /// line it logs (the test config listens on port 0).
+    pub async fn admin_addr(&self, service: &str) -> std::net::SocketAddr {
+        let label = if service == "router" {
+            "herald-router".to_string()
+        } else {
+            format!("herald-adapter-{service}")
+        };
+        let log = self
+            .logs
+            .iter()
+            .rev()
+            .find(|p| {
+                let file = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+                file.strip_prefix(label.as_str()).is_some_and(|rest| {
+                    rest.starts_with('-')
+                        && rest[1..].trim_end_matches(".log").parse::<usize>().is_ok()
+                })
+            })
+            .unwrap_or_else(|| panic!("{service} was not started"))
+            .clone();
+        let mut found = None;
+        wait_until(
+            &format!("{service} logs its admin address"),
+            Duration::from_secs(30),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                found = text
+                    .lines()
+                    .filter(|l| l.contains("Serving /metrics"))
+                    .find_map(|l| {
+                        let at = l.find("127.0.0.1:")?;
+                        let port: String = l[at + "127.0.0.1:".len()..]
+                            .chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect();
+                        format!("127.0.0.1:{port}").parse().ok()
+                    });
+                found.is_some()
+            },
+        )
+        .await;
+        found.expect("address found")
     }
 }
 

@@ -14,7 +14,8 @@ fn herald(args: &[&str], config: Option<&str>) -> std::process::Output {
     cmd.args(args).env_remove("HERALD_CONFIG").output().unwrap()
 }
 
-const GOOD: &str = "[destinations.crm]\nkind = \"webhook\"\nurl = \"https://crm.example.com/hook\"\n";
+const GOOD: &str =
+    "[destinations.crm]\nkind = \"webhook\"\nurl = \"https://crm.example.com/hook\"\n";
 
 #[test]
 fn config_check_explains_a_good_config() {
@@ -22,17 +23,26 @@ fn config_check_explains_a_good_config() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("destination crm"), "{text}");
-    assert!(text.contains("herald.dest.crm.retry.30s") || text.contains("herald.dest.crm"), "{text}");
+    assert!(
+        text.contains("herald.dest.crm.retry.30s") || text.contains("herald.dest.crm"),
+        "{text}"
+    );
 }
 
 #[test]
 fn config_check_names_the_bad_key() {
-    let out = herald(&["config", "check"], Some(&format!("{GOOD}concurrency = 0\n")));
+    let out = herald(
+        &["config", "check"],
+        Some(&format!("{GOOD}concurrency = 0\n")),
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("destinations.crm.concurrency"), "{err}");
 
-    let out = herald(&["config", "check"], Some(&format!("{GOOD}colour = \"blue\"\n")));
+    let out = herald(
+        &["config", "check"],
+        Some(&format!("{GOOD}colour = \"blue\"\n")),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use herald_core::config::Config;
-use herald_core::telemetry::{init_logging, LogFormat};
+use herald_core::telemetry::{self, LogFormat};
 use std::path::PathBuf;
 
 /// Delivers one destination's deliveries over HTTP, with retry tiers and a
@@ -27,7 +27,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    // Dropped when main returns: flushes the spans still buffered.
+    let _telemetry = telemetry::init(
+        args.log_format,
+        &format!("herald-adapter:{}", args.destination),
+    )?;
     let mut config = Config::load(Some(&args.config))?;
     config.destination(&args.destination)?;
     config.check_secrets(Some(&args.destination))?;

@@ -1,15 +1,17 @@
 //! Which offsets are safe to commit. Deliveries finish out of order; a
 //! partition's commit point is its lowest unfinished offset, so a crash
-//! re-delivers what was in flight and never skips it.
+//! re-delivers what was in flight and never skips it. The record at the
+//! commit point is also the one the lag in seconds is measured by.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 /// A topic-partition.
 pub type Tp = (String, i32);
 
 #[derive(Debug, Default)]
 struct Track {
-    pending: BTreeSet<i64>,
+    /// Unfinished offsets -> since when each could be processed (ms).
+    pending: BTreeMap<i64, i64>,
     /// One past the highest offset seen.
     next: i64,
     /// Last offset committed (or -1).
@@ -22,13 +24,14 @@ pub struct OffsetTracker {
 }
 
 impl OffsetTracker {
-    /// A record was received and is now unfinished.
-    pub fn start(&mut self, tp: &Tp, offset: i64) {
+    /// A record was received and is now unfinished; it could be processed
+    /// from `ready_at` (ms since the epoch) on.
+    pub fn start(&mut self, tp: &Tp, offset: i64, ready_at: i64) {
         let t = self.parts.entry(tp.clone()).or_insert_with(|| Track {
             committed: -1,
             ..Track::default()
         });
-        t.pending.insert(offset);
+        t.pending.insert(offset, ready_at);
         t.next = t.next.max(offset + 1);
     }
 
@@ -46,7 +49,7 @@ impl OffsetTracker {
     pub fn take_commits(&mut self) -> Vec<(Tp, i64)> {
         let mut out = Vec::new();
         for (tp, t) in &mut self.parts {
-            let point = t.pending.first().copied().unwrap_or(t.next);
+            let point = t.pending.keys().next().copied().unwrap_or(t.next);
             if point > t.committed {
                 t.committed = point;
                 out.push((tp.clone(), point));
@@ -61,13 +64,22 @@ impl OffsetTracker {
         let mut out = Vec::new();
         for tp in tps {
             if let Some(t) = self.parts.remove(tp) {
-                let point = t.pending.first().copied().unwrap_or(t.next);
+                let point = t.pending.keys().next().copied().unwrap_or(t.next);
                 if point > t.committed {
                     out.push((tp.clone(), point));
                 }
             }
         }
         out
+    }
+
+    /// Per partition, since when the record at its commit point (the lowest
+    /// unfinished offset) has been waiting; `None` when nothing is unfinished.
+    pub fn oldest(&self) -> Vec<(&Tp, Option<i64>)> {
+        self.parts
+            .iter()
+            .map(|(tp, t)| (tp, t.pending.values().next().copied()))
+            .collect()
     }
 
     /// Unfinished records across all partitions.
@@ -88,9 +100,10 @@ mod tests {
     fn commits_only_below_the_lowest_unfinished() {
         let mut o = OffsetTracker::default();
         for off in 10..15 {
-            o.start(&tp(), off);
+            o.start(&tp(), off, 1000 + off);
         }
         assert_eq!(o.take_commits(), vec![(tp(), 10)]);
+        assert_eq!(o.oldest(), vec![(&tp(), Some(1010))]);
         o.finish(&tp(), 12);
         o.finish(&tp(), 13);
         assert_eq!(o.take_commits(), vec![]);
@@ -100,13 +113,14 @@ mod tests {
         o.finish(&tp(), 14);
         assert_eq!(o.take_commits(), vec![(tp(), 15)]);
         assert_eq!(o.unfinished(), 0);
+        assert_eq!(o.oldest(), vec![(&tp(), None)]);
     }
 
     #[test]
     fn revoke_forgets_and_reports_final_point() {
         let mut o = OffsetTracker::default();
-        o.start(&tp(), 0);
-        o.start(&tp(), 1);
+        o.start(&tp(), 0, 0);
+        o.start(&tp(), 1, 0);
         o.finish(&tp(), 0);
         assert_eq!(o.revoke(&[tp()]), vec![(tp(), 1)]);
         o.finish(&tp(), 1);

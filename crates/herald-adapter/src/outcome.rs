@@ -4,9 +4,12 @@
 
 use herald_core::classify::{ErrorClass, Verdict};
 use herald_core::codec::AvroRecord;
-use herald_core::envelope::{Attempt, AttemptError, AttemptOutcome, DeadLetter, Delivery, DlqReason};
+use herald_core::envelope::{
+    Attempt, AttemptError, AttemptOutcome, DeadLetter, Delivery, DlqReason,
+};
 use herald_core::headers as h;
 use herald_core::kafka::add_header;
+use herald_core::otel::TraceHeaders;
 use herald_core::retry::{NextStep, RetryPolicy};
 use herald_core::topics::TopicNames;
 use rdkafka::message::OwnedHeaders;
@@ -15,6 +18,8 @@ use std::time::Duration;
 /// A record to produce.
 pub struct Record {
     pub topic: String,
+    /// Explicit partition (the ledger's); otherwise by key.
+    pub partition: Option<i32>,
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
     pub headers: OwnedHeaders,
@@ -43,7 +48,7 @@ pub fn plan(
     policy: &RetryPolicy,
     mut delivery: Delivery,
     key: Vec<u8>,
-    traceparent: Option<&str>,
+    trace: Option<&TraceHeaders>,
     result: &AttemptResult,
     rng: &mut impl rand::Rng,
 ) -> (Next, Vec<Record>) {
@@ -55,12 +60,21 @@ pub fn plan(
 
     let (next, class, status) = match &result.verdict {
         Verdict::Success { status } => (Next::Delivered, None, Some(*status)),
-        Verdict::Failure { class, disposition, status, retry_after } => {
+        Verdict::Failure {
+            class,
+            disposition,
+            status,
+            retry_after,
+        } => {
             let next = match disposition {
                 herald_core::classify::Disposition::Permanent => Next::Dead(DlqReason::Permanent),
                 herald_core::classify::Disposition::Retryable => {
                     match policy.next(attempt_no as u32, first, now, *retry_after, rng) {
-                        NextStep::Retry { tier, delay, due_at } => {
+                        NextStep::Retry {
+                            tier,
+                            delay,
+                            due_at,
+                        } => {
                             delivery.due_at = due_at;
                             Next::Retry { tier, delay }
                         }
@@ -83,8 +97,8 @@ pub fn plan(
 
     let state_headers = |hs: OwnedHeaders, d: &Delivery| {
         let mut hs = hs;
-        if let Some(tp) = traceparent {
-            hs = add_header(hs, h::TRACEPARENT, tp);
+        if let Some(t) = trace {
+            hs = t.add_to(hs);
         }
         hs = add_header(hs, h::CE_ID, &d.event.id);
         hs = add_header(hs, h::CE_TYPE, &d.event.r#type);
@@ -104,8 +118,13 @@ pub fn plan(
         Next::Delivered => None,
         Next::Retry { delay, .. } => {
             let topic = names.retry(&dest, *delay);
-            let hs = add_header(state_headers(OwnedHeaders::new(), &delivery), h::DUE_AT, &delivery.due_at.to_string());
+            let hs = add_header(
+                state_headers(OwnedHeaders::new(), &delivery),
+                h::DUE_AT,
+                &delivery.due_at.to_string(),
+            );
             records.push(Record {
+                partition: None,
                 topic: topic.clone(),
                 key: key.clone(),
                 value: Some(delivery.to_avro().expect("deliveries encode")),
@@ -115,13 +134,18 @@ pub fn plan(
         }
         Next::Dead(reason) => {
             let topic = names.dlq(&dest);
-            let hs = add_header(state_headers(OwnedHeaders::new(), &delivery), h::DLQ_REASON, reason.as_str());
+            let hs = add_header(
+                state_headers(OwnedHeaders::new(), &delivery),
+                h::DLQ_REASON,
+                reason.as_str(),
+            );
             let dl = DeadLetter {
                 delivery: delivery.clone(),
                 reason: reason.as_str().to_string(),
                 dead_at: now,
             };
             records.push(Record {
+                partition: None,
                 topic: topic.clone(),
                 key: key.clone(),
                 value: Some(dl.to_avro().expect("dead letters encode")),
@@ -148,9 +172,10 @@ pub fn plan(
         latency_ms: result.latency.as_millis() as i64,
         excerpt: (!result.message.is_empty()).then(|| result.message.clone()),
         next_topic,
-        trace_id: traceparent.and_then(trace_id),
+        trace_id: trace.and_then(TraceHeaders::trace_id).map(str::to_string),
     };
     records.push(Record {
+        partition: None,
         topic: names.attempts(),
         key: delivery.event.id.as_bytes().to_vec(),
         value: Some(attempt.to_avro().expect("attempts encode")),
@@ -164,6 +189,7 @@ pub fn plan(
             "at": now,
         });
         records.push(Record {
+            partition: None,
             topic: names.ledger(&dest),
             key: delivery.event.id.as_bytes().to_vec(),
             value: Some(state.to_string().into_bytes()),
@@ -174,19 +200,21 @@ pub fn plan(
 }
 
 /// `herald-error-class`, `-status`, `-message`.
-pub fn error_headers(hs: OwnedHeaders, class: ErrorClass, status: Option<u16>, message: &str) -> OwnedHeaders {
+pub fn error_headers(
+    hs: OwnedHeaders,
+    class: ErrorClass,
+    status: Option<u16>,
+    message: &str,
+) -> OwnedHeaders {
     let mut hs = add_header(hs, h::ERROR_CLASS, class.as_str());
     if let Some(s) = status {
         hs = add_header(hs, h::ERROR_STATUS, &s.to_string());
     }
-    add_header(hs, h::ERROR_MESSAGE, &h::truncate(message, h::MAX_ERROR_MESSAGE))
-}
-
-/// The trace id of a W3C `traceparent` (`00-<trace>-<span>-<flags>`).
-pub fn trace_id(traceparent: &str) -> Option<String> {
-    let mut parts = traceparent.split('-');
-    let (_, trace) = (parts.next()?, parts.next()?);
-    (trace.len() == 32).then(|| trace.to_string())
+    add_header(
+        hs,
+        h::ERROR_MESSAGE,
+        &h::truncate(message, h::MAX_ERROR_MESSAGE),
+    )
 }
 
 #[cfg(test)]
@@ -194,9 +222,9 @@ mod tests {
     use super::*;
     use herald_core::classify::{classify_status, classify_transport, TransportError};
     use herald_core::envelope::Event;
-    use rdkafka::message::Headers;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
+    use rdkafka::message::Headers;
 
     fn delivery(attempts: i32) -> Delivery {
         Delivery {
@@ -231,8 +259,25 @@ mod tests {
     }
 
     fn run(d: Delivery, verdict: Verdict) -> (Next, Vec<Record>) {
-        let r = AttemptResult { verdict, latency: Duration::from_millis(3), message: "boom".into(), finished_at: 2_000 };
-        plan(&TopicNames::new("herald"), &policy(), d, b"k".to_vec(), Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), &r, &mut StdRng::seed_from_u64(1))
+        let r = AttemptResult {
+            verdict,
+            latency: Duration::from_millis(3),
+            message: "boom".into(),
+            finished_at: 2_000,
+        };
+        let trace = TraceHeaders {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: Some("v=1".into()),
+        };
+        plan(
+            &TopicNames::new("herald"),
+            &policy(),
+            d,
+            b"k".to_vec(),
+            Some(&trace),
+            &r,
+            &mut StdRng::seed_from_u64(1),
+        )
     }
 
     fn topics(rs: &[Record]) -> Vec<&str> {
@@ -246,23 +291,48 @@ mod tests {
         assert_eq!(topics(&rs), ["herald.attempts", "herald.dest.crm.ledger"]);
         let a = Attempt::from_avro(rs[0].value.as_ref().unwrap()).unwrap();
         assert_eq!((a.outcome.as_str(), a.attempt), ("delivered", 1));
-        assert_eq!(a.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            a.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
     }
 
     #[test]
     fn retryable_climbs_the_ladder_then_dead_letters() {
         let (next, rs) = run(delivery(0), classify_transport(TransportError::Timeout));
-        assert_eq!(next, Next::Retry { tier: 0, delay: Duration::from_secs(1) });
+        assert_eq!(
+            next,
+            Next::Retry {
+                tier: 0,
+                delay: Duration::from_secs(1)
+            }
+        );
         assert_eq!(topics(&rs), ["herald.dest.crm.retry.1s", "herald.attempts"]);
         let d = Delivery::from_avro(rs[0].value.as_ref().unwrap()).unwrap();
-        assert_eq!((d.attempts, d.due_at, d.first_attempt_at), (1, 3_000, Some(2_000)));
+        assert_eq!(
+            (d.attempts, d.due_at, d.first_attempt_at),
+            (1, 3_000, Some(2_000))
+        );
         assert_eq!(d.history[0].error_class, "timeout");
 
         let (next, _) = run(delivery(1), classify_status(503, None));
-        assert_eq!(next, Next::Retry { tier: 1, delay: Duration::from_secs(5) });
+        assert_eq!(
+            next,
+            Next::Retry {
+                tier: 1,
+                delay: Duration::from_secs(5)
+            }
+        );
         let (next, rs) = run(delivery(2), classify_status(503, None));
         assert_eq!(next, Next::Dead(DlqReason::Exhausted));
-        assert_eq!(topics(&rs), ["herald.dest.crm.dlq", "herald.attempts", "herald.dest.crm.ledger"]);
+        assert_eq!(
+            topics(&rs),
+            [
+                "herald.dest.crm.dlq",
+                "herald.attempts",
+                "herald.dest.crm.ledger"
+            ]
+        );
         let dl = DeadLetter::from_avro(rs[0].value.as_ref().unwrap()).unwrap();
         assert_eq!(dl.reason, "exhausted");
         assert_eq!(dl.delivery.attempts, 3);
@@ -275,13 +345,38 @@ mod tests {
         let dlq = &rs[0];
         let reason = dlq.headers.iter().find(|x| x.key == h::DLQ_REASON).unwrap();
         assert_eq!(reason.value, Some(&b"permanent"[..]));
-        let status = dlq.headers.iter().find(|x| x.key == h::ERROR_STATUS).unwrap();
+        let status = dlq
+            .headers
+            .iter()
+            .find(|x| x.key == h::ERROR_STATUS)
+            .unwrap();
         assert_eq!(status.value, Some(&b"400"[..]));
+        let m = rdkafka::message::OwnedMessage::new(
+            None,
+            None,
+            dlq.topic.clone(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            0,
+            Some(dlq.headers.clone()),
+        );
+        let trace = TraceHeaders::from_message(&m).expect("DLQ record carries the trace context");
+        assert_eq!(trace.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(trace.tracestate.as_deref(), Some("v=1"));
     }
 
     #[test]
     fn retry_after_skips_to_covering_tier() {
-        let (next, _) = run(delivery(0), classify_status(429, Some(Duration::from_secs(4))));
-        assert_eq!(next, Next::Retry { tier: 1, delay: Duration::from_secs(5) });
+        let (next, _) = run(
+            delivery(0),
+            classify_status(429, Some(Duration::from_secs(4))),
+        );
+        assert_eq!(
+            next,
+            Next::Retry {
+                tier: 1,
+                delay: Duration::from_secs(5)
+            }
+        );
     }
 }

@@ -98,7 +98,13 @@ async fn load(config: &Config, destination: &str) -> anyhow::Result<Vec<Entry>> 
             Entry { msg, letter }
         })
         .collect();
-    entries.sort_by_key(|e| (e.msg.timestamp().to_millis().unwrap_or(0), e.msg.partition(), e.msg.offset()));
+    entries.sort_by_key(|e| {
+        (
+            e.msg.timestamp().to_millis().unwrap_or(0),
+            e.msg.partition(),
+            e.msg.offset(),
+        )
+    });
     Ok(entries)
 }
 
@@ -112,16 +118,25 @@ pub async fn run(config: &Config, cmd: DlqCmd, json: bool) -> anyhow::Result<Exi
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{} dead letters in {}", entries.len(), config.topic_names().dlq(&destination));
+            println!(
+                "{} dead letters in {}",
+                entries.len(),
+                config.topic_names().dlq(&destination)
+            );
             if !entries.is_empty() {
-                println!("{:<10} {:<28} {:<22} {:<10} {:>8}  last error", "part/off", "event id", "type", "reason", "attempts");
+                println!(
+                    "{:<10} {:<28} {:<22} {:<10} {:>8}  last error",
+                    "part/off", "event id", "type", "reason", "attempts"
+                );
             }
             for e in &entries[skip..] {
                 let j = e.json();
                 let last = match (j["last_error_class"].as_str(), j["last_status"].as_i64()) {
                     (Some(c), Some(s)) => format!("{c} {s}"),
                     (Some(c), None) => c.to_string(),
-                    _ => header_str(&e.msg, h::ERROR_MESSAGE).unwrap_or("").to_string(),
+                    _ => header_str(&e.msg, h::ERROR_MESSAGE)
+                        .unwrap_or("")
+                        .to_string(),
                 };
                 println!(
                     "{:<10} {:<28} {:<22} {:<10} {:>8}  {}",
@@ -129,15 +144,26 @@ pub async fn run(config: &Config, cmd: DlqCmd, json: bool) -> anyhow::Result<Exi
                     e.event_id(),
                     j["event_type"].as_str().unwrap_or("(poison)"),
                     e.reason(),
-                    j["attempts"].as_i64().map(|a| a.to_string()).unwrap_or_default(),
+                    j["attempts"]
+                        .as_i64()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
                     last
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
-        DlqCmd::Replay { destination, ids, reason, all, dry_run } => {
+        DlqCmd::Replay {
+            destination,
+            ids,
+            reason,
+            all,
+            dry_run,
+        } => {
             if ids.is_empty() && !all {
-                anyhow::bail!("say which dead letters to replay: --id <event id> (repeatable) or --all");
+                anyhow::bail!(
+                    "say which dead letters to replay: --id <event id> (repeatable) or --all"
+                );
             }
             let dc = config.destination(&destination)?;
             let names = config.topic_names();
@@ -181,15 +207,31 @@ pub async fn run(config: &Config, cmd: DlqCmd, json: bool) -> anyhow::Result<Exi
                 let value = d.to_avro()?;
                 let key = e.msg.key().map(<[u8]>::to_vec).unwrap_or_default();
                 producer
-                    .send(FutureRecord::to(&tier).key(&key).payload(&value).headers(hs), Duration::from_secs(30))
+                    .send(
+                        FutureRecord::to(&tier)
+                            .key(&key)
+                            .payload(&value)
+                            .headers(hs),
+                        Duration::from_secs(30),
+                    )
                     .await
                     .map_err(|(e, _)| anyhow::anyhow!("producing to {tier} failed: {e}"))?;
                 replayed += 1;
             }
             if json {
-                println!("{}", serde_json::json!({"replayed": replayed, "matched": chosen.len(), "skipped_poison": poison, "topic": tier}));
+                println!(
+                    "{}",
+                    serde_json::json!({"replayed": replayed, "matched": chosen.len(), "skipped_poison": poison, "topic": tier})
+                );
             } else if !dry_run {
-                println!("replayed {replayed} dead letters into {tier}{}", if poison > 0 { format!(" ({poison} poison records skipped: they are not deliveries)") } else { String::new() });
+                println!(
+                    "replayed {replayed} dead letters into {tier}{}",
+                    if poison > 0 {
+                        format!(" ({poison} poison records skipped: they are not deliveries)")
+                    } else {
+                        String::new()
+                    }
+                );
             }
             Ok(if chosen.is_empty() && !ids.is_empty() {
                 eprintln!("no dead letter matched the given ids");

@@ -85,7 +85,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.check_secrets(None)?;
             config_check(&config, cli.json)
         }
-        Command::Topics(TopicsCmd::Apply { dry_run }) => topics_apply(&config, dry_run, cli.json).await,
+        Command::Topics(TopicsCmd::Apply { dry_run }) => {
+            topics_apply(&config, dry_run, cli.json).await
+        }
         Command::Produce(args) => produce::run(&config, args, cli.json).await,
         Command::Dlq(cmd) => dlq::run(&config, cmd, cli.json).await,
         Command::Watch(args) => watch::run(&config, args, cli.json).await,
@@ -122,22 +124,54 @@ fn config_check(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     }
     println!("config OK");
     println!("  kafka:  {}", config.kafka.bootstrap_servers);
-    println!("  input:  {} (router group {})", config.topics.input, names.router_group());
+    println!(
+        "  input:  {} (router group {})",
+        config.topics.input,
+        names.router_group()
+    );
     if config.destinations.is_empty() {
         println!("  warning: no destinations configured; every event will be unrouted");
     }
     for (n, d) in &config.destinations {
         let p = d.retry.policy();
-        println!("  destination {n} ({:?}, concurrency {}, timeout {})", d.kind, d.concurrency, compact_duration(d.timeout));
-        println!("    events:  types {:?}{}", d.route.event_types, if d.route.tenants.is_empty() { String::new() } else { format!(", tenants {:?}", d.route.tenants) });
+        println!(
+            "  destination {n} ({:?}, concurrency {}, timeout {})",
+            d.kind,
+            d.concurrency,
+            compact_duration(d.timeout)
+        );
+        println!(
+            "    events:  types {:?}{}",
+            d.route.event_types,
+            if d.route.tenants.is_empty() {
+                String::new()
+            } else {
+                format!(", tenants {:?}", d.route.tenants)
+            }
+        );
         println!(
             "    retries: {} attempts over tiers [{}], max age {}",
             p.max_attempts,
-            p.tiers.iter().map(|t| compact_duration(*t)).collect::<Vec<_>>().join(", "),
+            p.tiers
+                .iter()
+                .map(|t| compact_duration(*t))
+                .collect::<Vec<_>>()
+                .join(", "),
             compact_duration(p.max_age)
         );
-        println!("    topics:  {} → retry.* → {}", names.dest(n), names.dlq(n));
-        println!("    signing: {}", if d.secret.is_some() { "Standard Webhooks (secret set)" } else { "off (no secret)" });
+        println!(
+            "    topics:  {} → retry.* → {}",
+            names.dest(n),
+            names.dlq(n)
+        );
+        println!(
+            "    signing: {}",
+            if d.secret.is_some() {
+                "Standard Webhooks (secret set)"
+            } else {
+                "off (no secret)"
+            }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -147,15 +181,24 @@ async fn topics_apply(config: &Config, dry_run: bool, json: bool) -> anyhow::Res
     if dry_run {
         for t in &plan {
             if json {
-                println!("{}", serde_json::json!({"topic": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor}));
+                println!(
+                    "{}",
+                    serde_json::json!({"topic": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor})
+                );
             } else {
-                println!("would ensure {} (partitions {}, replication {})", t.name, t.partitions, t.replication_factor);
+                println!(
+                    "would ensure {} (partitions {}, replication {})",
+                    t.name, t.partitions, t.replication_factor
+                );
             }
         }
         return Ok(ExitCode::SUCCESS);
     }
     let results = apply_topics(config, &plan).await?;
-    let created = results.iter().filter(|(_, r)| *r == TopicResult::Created).count();
+    let created = results
+        .iter()
+        .filter(|(_, r)| *r == TopicResult::Created)
+        .count();
     for (name, r) in &results {
         let what = match r {
             TopicResult::Created => "created",
@@ -168,7 +211,11 @@ async fn topics_apply(config: &Config, dry_run: bool, json: bool) -> anyhow::Res
         }
     }
     if !json {
-        println!("{} topics: {created} created, {} already existed", results.len(), results.len() - created);
+        println!(
+            "{} topics: {created} created, {} already existed",
+            results.len(),
+            results.len() - created
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -62,18 +62,31 @@ pub async fn run(config: &Config, args: ProduceArgs, json: bool) -> anyhow::Resu
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
                 .map(|(i, l)| {
-                    let v: serde_json::Value = serde_json::from_str(l)
-                        .map_err(|e| anyhow::anyhow!("{} line {}: not JSON: {e}", path.display(), i + 1))?;
-                    let key = v.get("subject").and_then(|s| s.as_str()).or_else(|| v.get("id").and_then(|s| s.as_str())).unwrap_or_default().to_string();
+                    let v: serde_json::Value = serde_json::from_str(l).map_err(|e| {
+                        anyhow::anyhow!("{} line {}: not JSON: {e}", path.display(), i + 1)
+                    })?;
+                    let key = v
+                        .get("subject")
+                        .and_then(|s| s.as_str())
+                        .or_else(|| v.get("id").and_then(|s| s.as_str()))
+                        .unwrap_or_default()
+                        .to_string();
                     Ok((key, l.to_string()))
                 })
                 .collect();
             Box::new(lines.into_iter())
         }
         None => {
-            let types: Vec<String> = if args.types.is_empty() { SAMPLE_TYPES.iter().map(|s| s.to_string()).collect() } else { args.types.clone() };
+            let types: Vec<String> = if args.types.is_empty() {
+                SAMPLE_TYPES.iter().map(|s| s.to_string()).collect()
+            } else {
+                args.types.clone()
+            };
             let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed.unwrap_or_else(rand::random));
-            let prefix = args.id_prefix.clone().unwrap_or_else(|| format!("evt_{:08x}", rand::random::<u32>()));
+            let prefix = args
+                .id_prefix
+                .clone()
+                .unwrap_or_else(|| format!("evt_{:08x}", rand::random::<u32>()));
             let limit = if args.forever { u64::MAX } else { args.count };
             Box::new((0..limit).map(move |i| Ok(sample(&mut rng, &types, &prefix, i))))
         }
@@ -96,8 +109,15 @@ pub async fn run(config: &Config, args: ProduceArgs, json: bool) -> anyhow::Resu
         let producer = producer.clone();
         let topic = topic.clone();
         pending.push(async move {
-            let rec = FutureRecord::to(&topic).key(&key).payload(&value).headers(headers);
-            producer.send(rec, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
+            let rec = FutureRecord::to(&topic)
+                .key(&key)
+                .payload(&value)
+                .headers(headers);
+            producer
+                .send(rec, Duration::from_secs(30))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
         });
         while pending.len() >= 10_000 {
             tally(pending.next().await, &mut sent, &mut failed);
@@ -114,11 +134,18 @@ pub async fn run(config: &Config, args: ProduceArgs, json: bool) -> anyhow::Resu
     }
     let secs = started.elapsed().as_secs_f64();
     if json {
-        println!("{}", serde_json::json!({"topic": topic, "produced": sent, "failed": failed, "seconds": secs}));
+        println!(
+            "{}",
+            serde_json::json!({"topic": topic, "produced": sent, "failed": failed, "seconds": secs})
+        );
     } else {
         println!("produced {sent} events to {topic} in {secs:.1}s ({failed} failed)");
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn tally(r: Option<Result<(), rdkafka::error::KafkaError>>, sent: &mut u64, failed: &mut u64) {
@@ -146,11 +173,17 @@ pub fn sample(rng: &mut impl Rng, types: &[String], prefix: &str, i: u64) -> (St
     let ty = &types[rng.random_range(0..types.len())];
     let customer = format!("cus_{:04}", rng.random_range(0..500));
     let data = match ty.split('.').next().unwrap_or_default() {
-        "payment" | "invoice" => serde_json::json!({"customer": customer, "amount": rng.random_range(500..50_000), "currency": "eur"}),
-        "subscription" => serde_json::json!({"customer": customer, "plan": PLANS[rng.random_range(0..PLANS.len())]}),
+        "payment" | "invoice" => {
+            serde_json::json!({"customer": customer, "amount": rng.random_range(500..50_000), "currency": "eur"})
+        }
+        "subscription" => {
+            serde_json::json!({"customer": customer, "plan": PLANS[rng.random_range(0..PLANS.len())]})
+        }
         _ => serde_json::json!({"customer": customer, "email": format!("{customer}@example.com")}),
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let ev = serde_json::json!({
         "specversion": "1.0",
         "id": format!("{prefix}-{i}"),
@@ -176,7 +209,12 @@ fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

@@ -29,7 +29,9 @@ pub struct WatchArgs {
 
 fn humantime_parse(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 2s or 1m"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 2s or 1m"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
@@ -47,7 +49,6 @@ pub struct Counts {
     pub attempts: u64,
 }
 
-
 /// Per-destination tallies from attempt records: each event counts once,
 /// under its latest outcome.
 #[derive(Default)]
@@ -58,10 +59,15 @@ pub struct Tally {
 
 impl Tally {
     pub fn add(&mut self, a: &Attempt) {
-        let Some(outcome) = AttemptOutcome::parse(&a.outcome) else { return };
+        let Some(outcome) = AttemptOutcome::parse(&a.outcome) else {
+            return;
+        };
         let c = self.by_dest.entry(a.destination.clone()).or_default();
         c.attempts += 1;
-        if let Some(prev) = self.last.insert((a.destination.clone(), a.event_id.clone()), outcome) {
+        if let Some(prev) = self
+            .last
+            .insert((a.destination.clone(), a.event_id.clone()), outcome)
+        {
             *slot(c, prev) -= 1;
         }
         *slot(c, outcome) += 1;
@@ -86,7 +92,15 @@ pub async fn run(config: &Config, args: WatchArgs, json: bool) -> anyhow::Result
     let mut tpl = TopicPartitionList::new();
     for t in md.topics() {
         for p in t.partitions() {
-            tpl.add_partition_offset(&topic, p.id(), if args.from_now { Offset::End } else { Offset::Beginning })?;
+            tpl.add_partition_offset(
+                &topic,
+                p.id(),
+                if args.from_now {
+                    Offset::End
+                } else {
+                    Offset::Beginning
+                },
+            )?;
         }
     }
     if tpl.count() == 0 {
@@ -136,9 +150,22 @@ fn print(t: &Tally, json: bool, elapsed: Duration) {
         return;
     }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "\n[{:>5.0}s] {:<16} {:>10} {:>10} {:>14} {:>10}", elapsed.as_secs_f64(), "destination", "delivered", "retrying", "dead-lettered", "attempts");
+    let _ = writeln!(
+        out,
+        "\n[{:>5.0}s] {:<16} {:>10} {:>10} {:>14} {:>10}",
+        elapsed.as_secs_f64(),
+        "destination",
+        "delivered",
+        "retrying",
+        "dead-lettered",
+        "attempts"
+    );
     for (d, c) in &t.by_dest {
-        let _ = writeln!(out, "        {:<16} {:>10} {:>10} {:>14} {:>10}", d, c.delivered, c.retrying, c.dead_lettered, c.attempts);
+        let _ = writeln!(
+            out,
+            "        {:<16} {:>10} {:>10} {:>14} {:>10}",
+            d, c.delivered, c.retrying, c.dead_lettered, c.attempts
+        );
     }
     let _ = out.flush();
 }
@@ -171,7 +198,10 @@ mod tests {
         t.add(&attempt("a", "1", "retry"));
         t.add(&attempt("a", "2", "delivered"));
         let c = &t.by_dest["a"];
-        assert_eq!((c.delivered, c.retrying, c.dead_lettered, c.attempts), (1, 1, 0, 3));
+        assert_eq!(
+            (c.delivered, c.retrying, c.dead_lettered, c.attempts),
+            (1, 1, 0, 3)
+        );
         t.add(&attempt("a", "1", "dead-lettered"));
         let c = &t.by_dest["a"];
         assert_eq!((c.delivered, c.retrying, c.dead_lettered), (1, 0, 1));

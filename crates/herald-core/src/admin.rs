@@ -33,7 +33,11 @@ struct AdminState {
 
 /// Binds `listen` and serves until the runtime shuts down. Returns the bound
 /// address (useful with port 0).
-pub async fn serve(listen: &str, registry: Registry, ready: Readiness) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    listen: &str,
+    registry: Registry,
+    ready: Readiness,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} for /metrics: {e}"))?;

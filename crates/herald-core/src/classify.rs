@@ -192,7 +192,10 @@ mod tests {
         );
         assert!(matches!(
             classify_transport(TransportError::Ssrf),
-            Verdict::Failure { disposition: Disposition::Permanent, .. }
+            Verdict::Failure {
+                disposition: Disposition::Permanent,
+                ..
+            }
         ));
     }
 
@@ -216,7 +219,10 @@ mod tests {
         let names: Vec<_> = ErrorClass::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(
             names,
-            ["timeout", "connect", "http-429", "http-5xx", "http-4xx", "contract", "auth", "schema", "ssrf"]
+            [
+                "timeout", "connect", "http-429", "http-5xx", "http-4xx", "contract", "auth",
+                "schema", "ssrf"
+            ]
         );
     }
 }

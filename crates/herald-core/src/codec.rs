@@ -145,8 +145,7 @@ pub fn decode_input<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
 ) -> Result<Event, InvalidInput> {
     let value = value.filter(|v| !v.is_empty()).ok_or(InvalidInput::Empty)?;
-    let event = if header(headers::CE_SPECVERSION).is_some() || header(headers::CE_TYPE).is_some()
-    {
+    let event = if header(headers::CE_SPECVERSION).is_some() || header(headers::CE_TYPE).is_some() {
         let data: serde_json::Value = serde_json::from_slice(value)
             .map_err(|e| InvalidInput::Decode(format!("binary-mode value is not JSON: {e}")))?;
         let attr = |n: &str| header(n).map(str::to_string);
@@ -181,7 +180,9 @@ fn structured_json(value: &[u8]) -> Result<Event, InvalidInput> {
         match obj.get(k) {
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(InvalidInput::Schema(format!("attribute `{k}` must be a string"))),
+            Some(_) => Err(InvalidInput::Schema(format!(
+                "attribute `{k}` must be a string"
+            ))),
         }
     };
     if let Some(sv) = text("specversion")? {
@@ -216,7 +217,9 @@ pub fn validate_event(e: &Event) -> Result<(), InvalidInput> {
         }
     }
     if e.id.len() > 256 {
-        return Err(InvalidInput::Schema("attribute `id` is longer than 256 bytes".into()));
+        return Err(InvalidInput::Schema(
+            "attribute `id` is longer than 256 bytes".into(),
+        ));
     }
     if !e
         .r#type
@@ -242,15 +245,32 @@ pub fn validate_event(e: &Event) -> Result<(), InvalidInput> {
 /// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, checked by shape and ranges.
 fn looks_like_rfc3339(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
-    if b.len() < 20 || !digits(0..4) || b[4] != b'-' || !digits(5..7) || b[7] != b'-' || !digits(8..10)
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .is_some_and(|x| x.iter().all(u8::is_ascii_digit))
+    };
+    if b.len() < 20
+        || !digits(0..4)
+        || b[4] != b'-'
+        || !digits(5..7)
+        || b[7] != b'-'
+        || !digits(8..10)
         || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
-        || !digits(11..13) || b[13] != b':' || !digits(14..16) || b[16] != b':' || !digits(17..19)
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
     {
         return false;
     }
     let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(99);
-    if !(1..=12).contains(&num(5..7)) || !(1..=31).contains(&num(8..10)) || num(11..13) > 23 || num(14..16) > 59 || num(17..19) > 60 {
+    if !(1..=12).contains(&num(5..7))
+        || !(1..=31).contains(&num(8..10))
+        || num(11..13) > 23
+        || num(14..16) > 59
+        || num(17..19) > 60
+    {
         return false;
     }
     let mut i = 19;
@@ -268,7 +288,11 @@ fn looks_like_rfc3339(s: &str) -> bool {
         "Z" | "z" => true,
         tz => {
             let t = tz.as_bytes();
-            t.len() == 6 && (t[0] == b'+' || t[0] == b'-') && t[1..3].iter().all(u8::is_ascii_digit) && t[3] == b':' && t[4..6].iter().all(u8::is_ascii_digit)
+            t.len() == 6
+                && (t[0] == b'+' || t[0] == b'-')
+                && t[1..3].iter().all(u8::is_ascii_digit)
+                && t[3] == b':'
+                && t[4..6].iter().all(u8::is_ascii_digit)
         }
     }
 }
@@ -440,8 +464,14 @@ mod tests {
     fn wrong_schema_is_refused() {
         let bytes = sample_attempt().to_avro().unwrap();
         let err = Delivery::from_avro(&bytes).unwrap_err();
-        assert!(matches!(err, CodecError::UnknownFingerprint(_, "Delivery")), "{err}");
-        assert!(matches!(Delivery::from_avro(b"{}"), Err(CodecError::NotSingleObject)));
+        assert!(
+            matches!(err, CodecError::UnknownFingerprint(_, "Delivery")),
+            "{err}"
+        );
+        assert!(matches!(
+            Delivery::from_avro(b"{}"),
+            Err(CodecError::NotSingleObject)
+        ));
     }
 
     fn no_headers(_: &str) -> Option<&'static str> {
@@ -476,7 +506,10 @@ mod tests {
     #[test]
     fn avro_input_decodes() {
         let bytes = sample_event().to_avro().unwrap();
-        assert_eq!(decode_input(Some(&bytes), no_headers).unwrap(), sample_event());
+        assert_eq!(
+            decode_input(Some(&bytes), no_headers).unwrap(),
+            sample_event()
+        );
     }
 
     #[test]
@@ -487,18 +520,37 @@ mod tests {
         assert_eq!(r(br#"[1,2]"#), "schema");
         assert_eq!(r(br#"{"id":"1","source":"/s"}"#), "schema");
         assert_eq!(r(br#"{"id":"1","source":"/s","type":"a b"}"#), "schema");
-        assert_eq!(r(br#"{"id":"1","source":"/s","type":"a","time":"yesterday"}"#), "schema");
-        assert_eq!(r(br#"{"id":"1","source":"/s","type":"a","specversion":"0.3"}"#), "schema");
+        assert_eq!(
+            r(br#"{"id":"1","source":"/s","type":"a","time":"yesterday"}"#),
+            "schema"
+        );
+        assert_eq!(
+            r(br#"{"id":"1","source":"/s","type":"a","specversion":"0.3"}"#),
+            "schema"
+        );
         assert_eq!(r(br#"{"id":1,"source":"/s","type":"a"}"#), "schema");
-        assert_eq!(decode_input(None, no_headers).unwrap_err().reason(), "empty");
+        assert_eq!(
+            decode_input(None, no_headers).unwrap_err().reason(),
+            "empty"
+        );
     }
 
     #[test]
     fn rfc3339_shapes() {
-        for ok in ["2026-11-23T10:00:00Z", "2026-11-23T10:00:00.5+02:00", "2026-11-23t10:00:00z"] {
+        for ok in [
+            "2026-11-23T10:00:00Z",
+            "2026-11-23T10:00:00.5+02:00",
+            "2026-11-23t10:00:00z",
+        ] {
             assert!(looks_like_rfc3339(ok), "{ok}");
         }
-        for bad in ["2026-13-23T10:00:00Z", "2026-11-23", "2026-11-23T10:00:00", "2026-11-23T10:00:00.Z", "2026-11-23T25:00:00Z"] {
+        for bad in [
+            "2026-13-23T10:00:00Z",
+            "2026-11-23",
+            "2026-11-23T10:00:00",
+            "2026-11-23T10:00:00.Z",
+            "2026-11-23T25:00:00Z",
+        ] {
             assert!(!looks_like_rfc3339(bad), "{bad}");
         }
     }

@@ -150,6 +150,29 @@ pub struct RouterConfig {
     /// Address of `/metrics`, `/healthz`, `/readyz`.
     #[serde(default = "default_router_listen")]
     pub listen: String,
+    /// A second copy of an event (same identity) arriving within this window
+    /// is dropped. `"0s"` turns duplicate suppression off.
+    #[serde(default = "default_dedupe_window", with = "serde_duration")]
+    pub dedupe_window: Duration,
+    /// Most identities remembered at once (about 70 bytes each); beyond it
+    /// the oldest are forgotten early.
+    #[serde(default = "default_dedupe_max_entries")]
+    pub dedupe_max_entries: usize,
+    /// Fields that make an event's identity, as paths like routing rules'
+    /// (`source`, `id`, `type`, `subject`, `tenant`, `data.order_id`).
+    /// Default: CloudEvents identity, `source` + `id`.
+    #[serde(default = "default_identity")]
+    pub identity: Vec<String>,
+}
+
+fn default_dedupe_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_dedupe_max_entries() -> usize {
+    1_000_000
+}
+fn default_identity() -> Vec<String> {
+    vec!["source".into(), "id".into()]
 }
 
 fn default_batch_records() -> usize {
@@ -169,6 +192,9 @@ impl Default for RouterConfig {
             batch_max_wait: default_batch_wait(),
             transactional_id: None,
             listen: default_router_listen(),
+            dedupe_window: default_dedupe_window(),
+            dedupe_max_entries: default_dedupe_max_entries(),
+            identity: default_identity(),
         }
     }
 }
@@ -243,6 +269,58 @@ pub struct DestinationConfig {
     /// Which events this destination hears about.
     #[serde(default)]
     pub route: RouteConfig,
+    #[serde(default)]
+    pub circuit: CircuitConfig,
+    /// Requests per second, per adapter process; unlimited when absent.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// The circuit breaker: stop sending to a destination that is down.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Consecutive timeouts, connection errors, 429s or 5xx that open the
+    /// circuit; 0 turns the breaker off.
+    #[serde(default = "default_circuit_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open circuit waits before one probe delivery.
+    #[serde(default = "default_circuit_cooldown", with = "serde_duration")]
+    pub cooldown: Duration,
+    /// Each failed probe doubles the wait, up to this.
+    #[serde(default = "default_circuit_max_cooldown", with = "serde_duration")]
+    pub max_cooldown: Duration,
+}
+
+fn default_circuit_threshold() -> u32 {
+    20
+}
+fn default_circuit_cooldown() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_circuit_max_cooldown() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: default_circuit_threshold(),
+            cooldown: default_circuit_cooldown(),
+            max_cooldown: default_circuit_max_cooldown(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests that may go at once after a quiet spell (default: one
+    /// second's worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 fn default_timeout() -> Duration {
@@ -298,9 +376,7 @@ impl RetryConfig {
     pub fn policy(&self) -> RetryPolicy {
         RetryPolicy {
             tiers: self.tiers.clone(),
-            max_attempts: self
-                .max_attempts
-                .unwrap_or(self.tiers.len() as u32 + 1),
+            max_attempts: self.max_attempts.unwrap_or(self.tiers.len() as u32 + 1),
             max_age: self.max_age,
             jitter: self.jitter,
         }
@@ -330,9 +406,8 @@ impl SecretRef {
     /// Reads the secret. Errors name the variable or file, never the value.
     pub fn resolve(&self, key: &str) -> Result<String, ConfigError> {
         if let Some(var) = self.0.strip_prefix("env:") {
-            std::env::var(var).map_err(|_| {
-                invalid(key, format!("environment variable {var} is not set"))
-            })
+            std::env::var(var)
+                .map_err(|_| invalid(key, format!("environment variable {var} is not set")))
         } else if let Some(path) = self.0.strip_prefix("file:") {
             std::fs::read_to_string(path)
                 .map(|s| s.trim().to_string())
@@ -372,10 +447,12 @@ impl Config {
         name: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: name.to_string(),
-            message: e.to_string(),
-        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: name.to_string(),
+                    message: e.to_string(),
+                })?;
         let mut overrides: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
@@ -384,12 +461,11 @@ impl Config {
         for (var, value) in overrides {
             apply_override(&mut table, &var, &value)?;
         }
-        let config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
-            ConfigError::Parse {
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
                 path: name.to_string(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -404,7 +480,11 @@ impl Config {
                 format!("destinations.{name}"),
                 format!(
                     "no such destination; configured: {}",
-                    self.destinations.keys().cloned().collect::<Vec<_>>().join(", ")
+                    self.destinations
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
         })
@@ -429,6 +509,17 @@ impl Config {
         }
         if self.router.batch_max_records == 0 {
             return Err(invalid("router.batch_max_records", "must be at least 1"));
+        }
+        if self.router.identity.is_empty() {
+            return Err(invalid("router.identity", "needs at least one field"));
+        }
+        for path in &self.router.identity {
+            if !crate::routing::is_field_path(path) {
+                return Err(invalid(
+                    "router.identity",
+                    format!("`{path}`: paths start at id, source, type, subject, tenant or data"),
+                ));
+            }
         }
         for (name, d) in &self.destinations {
             let key = |k: &str| format!("destinations.{name}.{k}");
@@ -461,6 +552,20 @@ impl Config {
             }
             if r.tiers.iter().any(|t| t.is_zero()) {
                 return Err(invalid(key("retry.tiers"), "delays must be more than zero"));
+            }
+            if let Some(rl) = &d.rate_limit {
+                if !(rl.per_second > 0.0 && rl.per_second.is_finite()) {
+                    return Err(invalid(
+                        key("rate_limit.per_second"),
+                        "must be more than zero",
+                    ));
+                }
+                if rl.burst == Some(0) {
+                    return Err(invalid(key("rate_limit.burst"), "must be at least 1"));
+                }
+            }
+            if d.circuit.cooldown.is_zero() {
+                return Err(invalid(key("circuit.cooldown"), "must be more than zero"));
             }
             if r.max_attempts == Some(0) {
                 return Err(invalid(key("retry.max_attempts"), "must be at least 1"));
@@ -579,7 +684,10 @@ mod tests {
         assert_eq!(c.kafka.bootstrap_servers, "k:1");
         let d = c.destination("crm").unwrap();
         assert_eq!(d.concurrency, 4);
-        assert_eq!(d.retry.tiers, vec![Duration::from_secs(1), Duration::from_secs(2)]);
+        assert_eq!(
+            d.retry.tiers,
+            vec![Duration::from_secs(1), Duration::from_secs(2)]
+        );
     }
 
     #[test]
@@ -595,7 +703,10 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert!(err.to_string().contains("destinations.crm.retry.tiers"), "{err}");
+        assert!(
+            err.to_string().contains("destinations.crm.retry.tiers"),
+            "{err}"
+        );
         let err = parse(&format!("{MINIMAL}\ntimeout = \"soon\"\n"), &[]).unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
     }

@@ -126,6 +126,8 @@ pub enum DlqReason {
 }
 
 impl DlqReason {
+    pub const ALL: [DlqReason; 3] = [Self::Exhausted, Self::Permanent, Self::Poison];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Exhausted => "exhausted",

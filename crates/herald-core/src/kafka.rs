@@ -69,6 +69,20 @@ pub fn topic_plan(config: &Config) -> Vec<TopicSpec> {
         spec(names.invalid(), t.dlq_retention, false),
         spec(names.attempts(), t.retention, false),
     ];
+    if !config.router.dedupe_window.is_zero() {
+        // One partition per input partition; old marks age out by retention
+        // as well as by compaction.
+        let keep = (config.router.dedupe_window * 2).max(Duration::from_secs(3600));
+        out.push(TopicSpec {
+            name: names.dedupe_changelog(),
+            partitions: t.partitions,
+            replication_factor: t.replication_factor,
+            config: vec![
+                ("cleanup.policy", "compact,delete".to_string()),
+                ("retention.ms", keep.as_millis().to_string()),
+            ],
+        });
+    }
     for (name, d) in &config.destinations {
         out.push(spec(names.dest(name), t.retention, false));
         for delay in &d.retry.tiers {
@@ -132,6 +146,9 @@ pub struct LagReporter {
 
 impl LagReporter {
     pub fn record(&self, stats: &rdkafka::Statistics) {
+        // Statistics cover exactly the assigned partitions: start afresh so
+        // revoked ones stop being reported by this process.
+        self.metrics.offsets.reset();
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 // -1 is librdkafka's internal UA partition; lag -1 is unknown.
@@ -143,6 +160,25 @@ impl LagReporter {
                     .with_label_values(&[&self.group, topic, &partition.to_string()])
                     .set(p.consumer_lag);
             }
+        }
+    }
+
+    /// Newly assigned partitions report 0 s of lag until a record of
+    /// theirs is waiting.
+    pub fn assigned(&self, tpl: &rdkafka::TopicPartitionList) {
+        for e in tpl.elements() {
+            self.metrics
+                .seconds
+                .set(&self.group, e.topic(), e.partition(), None);
+        }
+    }
+
+    /// Revoked partitions are reported by their new owner.
+    pub fn revoked(&self, tpl: &rdkafka::TopicPartitionList) {
+        for e in tpl.elements() {
+            self.metrics
+                .seconds
+                .remove(&self.group, e.topic(), e.partition());
         }
     }
 }

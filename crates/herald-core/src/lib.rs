@@ -4,8 +4,8 @@
 //! configuration ([`config`]), topic names ([`topics`]), Kafka header names
 //! ([`headers`]), failure classification ([`classify`]), the retry ladder
 //! ([`retry`]), Standard Webhooks signing ([`signature`]), Kafka client set-up
-//! ([`kafka`]), metrics ([`metrics`]), the admin HTTP server ([`admin`]) and
-//! logging ([`telemetry`]).
+//! ([`kafka`]), metrics ([`metrics`]), the admin HTTP server ([`admin`]),
+//! logging ([`telemetry`]) and distributed tracing ([`otel`]).
 
 pub mod admin;
 pub mod classify;
@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod headers;
 pub mod kafka;
 pub mod metrics;
+pub mod otel;
 pub mod retry;
 pub mod routing;
 pub mod signature;

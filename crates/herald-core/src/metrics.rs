@@ -4,12 +4,14 @@
 //! from error text or event ids. Event types come from producers, so their
 //! label is capped ([`BoundedLabel`]).
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 /// Label value used once a bounded label has seen its maximum of values.
 pub const OTHER: &str = "other";
@@ -54,7 +56,13 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     g
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
@@ -76,27 +84,123 @@ fn end_to_end_buckets() -> Vec<f64> {
 pub struct LagMetrics {
     /// `herald_consumer_lag_offsets{group,topic,partition}`
     pub offsets: IntGaugeVec,
+    /// `herald_consumer_lag_seconds{group,topic,partition}`
+    pub seconds: OldestUnprocessed,
 }
 
 impl LagMetrics {
     pub fn new(r: &Registry) -> Self {
+        let seconds = OldestUnprocessed::new();
+        r.register(Box::new(seconds.clone()))
+            .expect("unique metric");
         Self {
             offsets: gauge(
                 r,
                 "herald_consumer_lag_offsets",
-                "Records between the group's committed offset (or position) and the partition's high watermark, from librdkafka statistics.",
+                "Records between the group's committed offset and the partition's last stable offset, from librdkafka statistics.",
                 &["group", "topic", "partition"],
             ),
+            seconds,
         }
+    }
+}
+
+/// `herald_consumer_lag_seconds`: per partition, the age of the oldest
+/// record the service has read but not finished (the one holding back the
+/// committed offset), or 0 when nothing is unfinished.
+///
+/// Services record *since when* a record has been waiting; the age is
+/// computed at scrape time, so it keeps growing while a service is stuck
+/// (a blocked transaction, a hung destination) instead of freezing at the
+/// last value it happened to set.
+#[derive(Clone)]
+pub struct OldestUnprocessed {
+    gauge: GaugeVec,
+    since: Arc<Mutex<WaitingSince>>,
+}
+
+/// (group, topic, partition) -> waiting since (ms since the epoch).
+type WaitingSince = HashMap<(String, String, i32), Option<i64>>;
+
+impl OldestUnprocessed {
+    fn new() -> Self {
+        let gauge = GaugeVec::new(
+            Opts::new(
+                "herald_consumer_lag_seconds",
+                "Age of the oldest record read but not yet finished (0 when none), per partition.",
+            ),
+            &["group", "topic", "partition"],
+        )
+        .expect("valid metric");
+        Self {
+            gauge,
+            since: Arc::default(),
+        }
+    }
+
+    /// The oldest unfinished record of a partition has been waiting since
+    /// `since_ms`; `None` when the partition has nothing unfinished.
+    pub fn set(&self, group: &str, topic: &str, partition: i32, since_ms: Option<i64>) {
+        self.since
+            .lock()
+            .expect("lag lock")
+            .insert((group.to_string(), topic.to_string(), partition), since_ms);
+    }
+
+    /// Stops reporting a partition (it was revoked; its new owner reports it).
+    pub fn remove(&self, group: &str, topic: &str, partition: i32) {
+        self.since.lock().expect("lag lock").remove(&(
+            group.to_string(),
+            topic.to_string(),
+            partition,
+        ));
+    }
+
+    /// Replaces everything reported for `group` with `parts`.
+    pub fn replace(
+        &self,
+        group: &str,
+        parts: impl IntoIterator<Item = (String, i32, Option<i64>)>,
+    ) {
+        let mut m = self.since.lock().expect("lag lock");
+        m.retain(|(g, _, _), _| g != group);
+        for (topic, partition, since) in parts {
+            m.insert((group.to_string(), topic, partition), since);
+        }
+    }
+}
+
+impl Collector for OldestUnprocessed {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = crate::time::now_ms();
+        // Held until the gauge is read, so concurrent scrapes do not see
+        // each other's half-filled gauge.
+        let since = self.since.lock().expect("lag lock");
+        self.gauge.reset();
+        for ((group, topic, partition), since) in since.iter() {
+            let age = since.map_or(0, |t| (now - t).max(0));
+            self.gauge
+                .with_label_values(&[group.as_str(), topic.as_str(), &partition.to_string()])
+                .set(age as f64 / 1000.0);
+        }
+        self.gauge.collect()
     }
 }
 
 #[derive(Clone)]
 pub struct RouterMetrics {
     pub registry: Registry,
+    /// Every input record, valid or not; exported from start-up so that
+    /// "nothing arrives" shows as a flat line rather than no data.
+    pub records_read: IntCounter,
     pub received: IntCounterVec,
     pub routed: IntCounterVec,
     pub unrouted: IntCounterVec,
+    pub deduplicated: IntCounterVec,
     pub invalid: IntCounterVec,
     pub transactions: IntCounterVec,
     pub batch_duration: HistogramVec,
@@ -106,16 +210,68 @@ pub struct RouterMetrics {
 impl RouterMetrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        Self {
-            received: counter(&r, "herald_router_events_received_total", "Valid events read from the input topic.", &["event_type"]),
-            routed: counter(&r, "herald_router_deliveries_routed_total", "Deliveries produced onto destination topics.", &["destination"]),
-            unrouted: counter(&r, "herald_router_events_unrouted_total", "Valid events no destination's rules matched.", &["event_type"]),
-            invalid: counter(&r, "herald_router_events_invalid_total", "Input records sent to the invalid topic.", &["reason"]),
-            transactions: counter(&r, "herald_router_transactions_total", "Router transactions by outcome (commit, abort).", &["outcome"]),
-            batch_duration: histogram(&r, "herald_router_batch_duration_seconds", "Time to route one batch, transaction commit included.", &[], latency_buckets()),
+        let records_read = IntCounter::new(
+            "herald_router_records_read_total",
+            "Records read from the input topic, valid or not.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(records_read.clone()))
+            .expect("unique metric");
+        let m = Self {
+            records_read,
+            received: counter(
+                &r,
+                "herald_router_events_received_total",
+                "Valid events read from the input topic.",
+                &["event_type"],
+            ),
+            routed: counter(
+                &r,
+                "herald_router_deliveries_routed_total",
+                "Deliveries produced onto destination topics.",
+                &["destination"],
+            ),
+            unrouted: counter(
+                &r,
+                "herald_router_events_unrouted_total",
+                "Valid events no destination's rules matched.",
+                &["event_type"],
+            ),
+            deduplicated: counter(
+                &r,
+                "herald_router_events_deduplicated_total",
+                "Events dropped as copies of one seen within the dedupe window.",
+                &["event_type"],
+            ),
+            invalid: counter(
+                &r,
+                "herald_router_events_invalid_total",
+                "Input records sent to the invalid topic.",
+                &["reason"],
+            ),
+            transactions: counter(
+                &r,
+                "herald_router_transactions_total",
+                "Router transactions by outcome (commit, abort).",
+                &["outcome"],
+            ),
+            batch_duration: histogram(
+                &r,
+                "herald_router_batch_duration_seconds",
+                "Time to route one batch, transaction commit included.",
+                &[],
+                latency_buckets(),
+            ),
             lag: LagMetrics::new(&r),
             registry: r,
+        };
+        // Known label values start at 0, so rates and ratios exist before
+        // the first abort.
+        for outcome in ["commit", "abort"] {
+            m.transactions.with_label_values(&[outcome]);
         }
+        m.batch_duration.with_label_values(&[] as &[&str]);
+        m
     }
 }
 
@@ -135,7 +291,14 @@ pub struct AdapterMetrics {
     pub retries_scheduled: IntCounterVec,
     pub dead_lettered: IntCounterVec,
     pub in_flight: IntGaugeVec,
+    pub circuit_state: IntGaugeVec,
+    pub rate_limit_waits: IntCounterVec,
+    pub redeliveries_suppressed: IntCounterVec,
     pub waiting: IntGaugeVec,
+    /// Records in each retry tier not yet finished by the adapter group.
+    pub retry_depth: IntGaugeVec,
+    /// Records retained on the DLQ topic.
+    pub dlq_depth: IntGaugeVec,
     pub lag: LagMetrics,
 }
 
@@ -148,11 +311,41 @@ impl AdapterMetrics {
             end_to_end: histogram(&r, "herald_adapter_end_to_end_seconds", "From routing to successful delivery, retries included.", &["destination"], end_to_end_buckets()),
             retries_scheduled: counter(&r, "herald_adapter_retries_scheduled_total", "Deliveries moved to a retry tier.", &["destination", "tier"]),
             dead_lettered: counter(&r, "herald_adapter_dead_lettered_total", "Deliveries moved to the DLQ, by reason.", &["destination", "reason"]),
-            in_flight: gauge(&r, "herald_adapter_in_flight", "Deliveries currently being attempted.", &["destination"]),
-            waiting: gauge(&r, "herald_adapter_retry_waiting", "Retry-tier records held in memory until due.", &["destination"]),
+            in_flight: gauge(&r, "herald_adapter_in_flight_deliveries", "Deliveries currently being attempted.", &["destination"]),
+            circuit_state: gauge(&r, "herald_adapter_circuit_state", "Circuit breaker state: 0 closed, 1 half-open (probing), 2 open (deliveries paused).", &["destination"]),
+            rate_limit_waits: counter(&r, "herald_adapter_rate_limit_waits_total", "Times a delivery had to wait for the destination's rate limit.", &["destination"]),
+            redeliveries_suppressed: counter(&r, "herald_adapter_redeliveries_suppressed_total", "Records skipped because the ledger shows the event already delivered (after a crash or rebalance).", &["destination"]),
+            waiting: gauge(&r, "herald_adapter_retry_waiting_records", "Retry-tier records held in memory until due.", &["destination"]),
+            retry_depth: gauge(&r, "herald_adapter_retry_depth_records", "Records in a retry tier not yet finished by the destination's adapter group (high watermark minus committed offset).", &["destination", "tier"]),
+            dlq_depth: gauge(&r, "herald_adapter_dlq_depth_records", "Records retained on the destination's DLQ topic (high minus low watermark); replay does not remove them, retention does.", &["destination"]),
             lag: LagMetrics::new(&r),
             registry: r,
         }
+    }
+}
+
+impl AdapterMetrics {
+    /// Creates the series whose label values are known at start-up, at 0:
+    /// a destination's first dead letter or retry then shows as an
+    /// increase, and success ratios exist before the first success.
+    pub fn init_destination(&self, destination: &str, tiers: &[String]) {
+        self.attempts
+            .with_label_values(&[destination, "delivered", "none"]);
+        for reason in crate::envelope::DlqReason::ALL {
+            self.dead_lettered
+                .with_label_values(&[destination, reason.as_str()]);
+        }
+        for tier in tiers {
+            self.retries_scheduled
+                .with_label_values(&[destination, tier.as_str()]);
+            self.retry_depth
+                .with_label_values(&[destination, tier.as_str()]);
+        }
+        self.dlq_depth.with_label_values(&[destination]);
+        self.delivery_duration.with_label_values(&[destination]);
+        self.end_to_end.with_label_values(&[destination]);
+        self.in_flight.with_label_values(&[destination]);
+        self.waiting.with_label_values(&[destination]);
     }
 }
 
@@ -174,6 +367,8 @@ pub fn render(registry: &Registry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus::proto::MetricType;
+    use std::collections::BTreeSet;
 
     #[test]
     fn bounded_label_caps_values() {
@@ -186,15 +381,223 @@ mod tests {
 
     #[test]
     fn names_follow_the_convention() {
-        for reg in [RouterMetrics::new().registry, AdapterMetrics::new().registry] {
+        for reg in touched() {
             for fam in reg.gather() {
                 let n = fam.name();
                 assert!(n.starts_with("herald_"), "{n}");
+                // `_state`: an enumerated gauge (circuit state), documented values.
+                let unit = ["_seconds", "_offsets", "_records", "_deliveries", "_state"];
+                match fam.get_field_type() {
+                    MetricType::COUNTER => {
+                        assert!(n.ends_with("_total"), "{n}: counters end in _total")
+                    }
+                    _ => assert!(
+                        unit.iter().any(|u| n.ends_with(u)),
+                        "{n}: name ends in a unit {unit:?}"
+                    ),
+                }
             }
         }
         let m = AdapterMetrics::new();
-        m.attempts.with_label_values(&["d", "delivered", "none"]).inc();
+        m.attempts
+            .with_label_values(&["d", "delivered", "none"])
+            .inc();
         let text = render(&m.registry);
         assert!(text.contains("herald_adapter_attempts_total{destination=\"d\",error_class=\"none\",outcome=\"delivered\"} 1"), "{text}");
+    }
+
+    fn any_labels(desc: &[&Desc]) -> Vec<&'static str> {
+        vec!["x"; desc[0].variable_labels.len()]
+    }
+
+    fn counter(v: &IntCounterVec) {
+        v.with_label_values(&any_labels(&v.desc())).inc();
+    }
+
+    fn gauge(v: &IntGaugeVec) {
+        v.with_label_values(&any_labels(&v.desc())).set(1);
+    }
+
+    fn histogram(v: &HistogramVec) {
+        v.with_label_values(&any_labels(&v.desc())).observe(0.1);
+    }
+
+    fn lag(l: &LagMetrics) {
+        let LagMetrics { offsets, seconds } = l;
+        gauge(offsets);
+        seconds.set("g", "t", 0, Some(crate::time::now_ms()));
+    }
+
+    /// Both registries with a series in every metric. The structs are
+    /// destructured without `..`, so a new field does not compile until it
+    /// is touched here — and then the table test sees it.
+    fn touched() -> Vec<Registry> {
+        let r = RouterMetrics::new();
+        let RouterMetrics {
+            registry: _,
+            records_read,
+            received,
+            deduplicated,
+            routed,
+            unrouted,
+            invalid,
+            transactions,
+            batch_duration,
+            lag: router_lag,
+        } = &r;
+        records_read.inc();
+        for c in [
+            received,
+            deduplicated,
+            routed,
+            unrouted,
+            invalid,
+            transactions,
+        ] {
+            counter(c);
+        }
+        histogram(batch_duration);
+        lag(router_lag);
+        let a = AdapterMetrics::new();
+        let AdapterMetrics {
+            registry: _,
+            attempts,
+            delivery_duration,
+            end_to_end,
+            retries_scheduled,
+            dead_lettered,
+            in_flight,
+            circuit_state,
+            rate_limit_waits,
+            redeliveries_suppressed,
+            waiting,
+            retry_depth,
+            dlq_depth,
+            lag: adapter_lag,
+        } = &a;
+        for c in [attempts, retries_scheduled, dead_lettered, rate_limit_waits, redeliveries_suppressed] {
+            counter(c);
+        }
+        for h in [delivery_duration, end_to_end] {
+            histogram(h);
+        }
+        for g in [in_flight, circuit_state, waiting, retry_depth, dlq_depth] {
+            gauge(g);
+        }
+        lag(adapter_lag);
+        vec![r.registry, a.registry]
+    }
+
+    /// (name, type, sorted labels) of every metric the services export.
+    fn exported() -> BTreeSet<(String, String, Vec<String>)> {
+        let mut out = BTreeSet::new();
+        for reg in touched() {
+            for fam in reg.gather() {
+                let kind = match fam.get_field_type() {
+                    MetricType::COUNTER => "counter",
+                    MetricType::GAUGE => "gauge",
+                    MetricType::HISTOGRAM => "histogram",
+                    other => panic!("{}: unexpected type {other:?}", fam.name()),
+                };
+                for m in fam.get_metric() {
+                    let mut labels: Vec<String> =
+                        m.get_label().iter().map(|l| l.name().to_string()).collect();
+                    labels.sort();
+                    out.insert((fam.name().to_string(), kind.to_string(), labels));
+                }
+            }
+        }
+        out
+    }
+
+    /// Rows of the table in docs/metrics.md: `| `name` | type | `a`, `b` | meaning |`.
+    fn documented() -> BTreeSet<(String, String, Vec<String>)> {
+        let doc = include_str!("../../../docs/metrics.md");
+        let mut out = BTreeSet::new();
+        for line in doc.lines() {
+            let cells: Vec<&str> = line
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
+            if cells.len() < 4 || !cells[0].starts_with("`herald_") {
+                continue;
+            }
+            let name = cells[0].trim_matches('`').to_string();
+            let mut labels: Vec<String> = cells[2]
+                .split(',')
+                .map(|l| l.trim().trim_matches('`').to_string())
+                .filter(|l| !l.is_empty() && l != "—" && l != "-")
+                .collect();
+            labels.sort();
+            assert!(
+                out.insert((name.clone(), cells[1].to_string(), labels)),
+                "{name} is listed twice in docs/metrics.md"
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn docs_metrics_table_matches_the_code() {
+        let (code, doc) = (exported(), documented());
+        let missing: Vec<_> = code.difference(&doc).collect();
+        let stale: Vec<_> = doc.difference(&code).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "docs/metrics.md and the registered metrics disagree.\nIn the code but not the table (name, type, labels): {missing:#?}\nIn the table but not the code: {stale:#?}"
+        );
+    }
+
+    #[test]
+    fn lag_seconds_is_computed_at_scrape_time() {
+        let m = RouterMetrics::new();
+        m.lag
+            .seconds
+            .set("g", "t", 0, Some(crate::time::now_ms() - 5_000));
+        m.lag.seconds.set("g", "t", 1, None);
+        let text = render(&m.registry);
+        let value = |p: &str| -> f64 {
+            let prefix = format!(
+                "herald_consumer_lag_seconds{{group=\"g\",partition=\"{p}\",topic=\"t\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("{text}"))
+                .parse()
+                .unwrap()
+        };
+        assert!((5.0..60.0).contains(&value("0")), "{text}");
+        assert_eq!(value("1"), 0.0);
+        m.lag.seconds.replace("g", [("t".to_string(), 2, None)]);
+        let text = render(&m.registry);
+        assert!(
+            !text.contains("partition=\"0\"") && text.contains("partition=\"2\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn known_series_start_at_zero() {
+        let a = AdapterMetrics::new();
+        a.init_destination("d", &["1s".to_string()]);
+        let text = render(&a.registry);
+        for s in [
+            "herald_adapter_dead_lettered_total{destination=\"d\",reason=\"permanent\"} 0",
+            "herald_adapter_retries_scheduled_total{destination=\"d\",tier=\"1s\"} 0",
+            "herald_adapter_attempts_total{destination=\"d\",error_class=\"none\",outcome=\"delivered\"} 0",
+        ] {
+            assert!(text.contains(s), "{s} missing from:\n{text}");
+        }
+        let text = render(&RouterMetrics::new().registry);
+        assert!(
+            text.contains("herald_router_records_read_total 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("herald_router_transactions_total{outcome=\"abort\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -59,7 +59,11 @@ impl RouteConfig {
 
     /// Whether `event` (with its payload parsed as `data`) matches.
     pub fn matches(&self, event: &Event, data: &serde_json::Value) -> bool {
-        if !self.event_types.iter().any(|p| glob_match(p, &event.r#type)) {
+        if !self
+            .event_types
+            .iter()
+            .any(|p| glob_match(p, &event.r#type))
+        {
             return false;
         }
         if !self.tenants.is_empty()
@@ -79,12 +83,19 @@ impl RouteConfig {
 /// Whether `path` starts at an event attribute or `data`.
 pub fn is_field_path(path: &str) -> bool {
     let root = path.split('.').next().unwrap_or_default();
-    matches!(root, "id" | "source" | "type" | "subject" | "tenant" | "data")
+    matches!(
+        root,
+        "id" | "source" | "type" | "subject" | "tenant" | "data"
+    )
 }
 
 /// The value at `path` (`id`, `source`, `type`, `subject`, `tenant`, or
 /// `data.a.b`, with the payload parsed as `data`).
-pub fn field_value(event: &Event, data: &serde_json::Value, path: &str) -> Option<serde_json::Value> {
+pub fn field_value(
+    event: &Event,
+    data: &serde_json::Value,
+    path: &str,
+) -> Option<serde_json::Value> {
     let mut parts = path.split('.');
     let attr = |s: &Option<String>| s.clone().map(serde_json::Value::String);
     match parts.next()? {

@@ -100,7 +100,13 @@ mod tests {
 
     #[test]
     fn bad_secrets() {
-        assert_eq!(SigningKey::parse("abc").unwrap_err(), SignatureError::BadPrefix);
-        assert_eq!(SigningKey::parse("whsec_!!").unwrap_err(), SignatureError::BadBase64);
+        assert_eq!(
+            SigningKey::parse("abc").unwrap_err(),
+            SignatureError::BadPrefix
+        );
+        assert_eq!(
+            SigningKey::parse("whsec_!!").unwrap_err(),
+            SignatureError::BadBase64
+        );
     }
 }

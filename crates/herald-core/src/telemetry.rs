@@ -1,7 +1,15 @@
 //! Logging set-up. Log lines are sentences; `RUST_LOG` filters them; JSON on
-//! request for log pipelines.
+//! request for log pipelines. Span export ([`crate::otel`]) is installed here
+//! too, so a service calls [`init`] once.
+//!
+//! Lines logged while a record is processed carry the record's span fields
+//! (`event_id`, `destination`, `attempt`, `trace_id`): in text as the span
+//! prefix, in JSON under `span` and `spans`.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -21,15 +29,58 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber. Default level `info`, librdkafka at `warn`.
+/// Installs the global subscriber, logs only. Default level `info`,
+/// librdkafka at `warn`.
 pub fn init_logging(format: LogFormat) {
+    let _ = tracing_subscriber::registry()
+        .with(log_layer(format))
+        .try_init();
+}
+
+/// Installs logging and, when an OTLP endpoint is configured (see
+/// [`crate::otel`]), span export as `service`. Keep the guard until exit:
+/// dropping it flushes the spans still buffered.
+pub fn init(format: LogFormat, service: &str) -> anyhow::Result<Telemetry> {
+    let registry = tracing_subscriber::registry().with(log_layer(format));
+    let (otel, provider) = match crate::otel::layer(service)? {
+        // RUST_LOG filters the logs only; spans of every Herald crate are
+        // exported whatever the log level.
+        Some((layer, provider)) => (
+            Some(layer.with_filter(Targets::new().with_target("herald", LevelFilter::INFO))),
+            Some(provider),
+        ),
+        None => (None, None),
+    };
+    let _ = registry.with(otel).try_init();
+    Ok(Telemetry { provider })
+}
+
+/// Flushes and stops span export when dropped.
+#[must_use = "dropping the guard stops span export"]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            if let Err(e) = p.shutdown() {
+                eprintln!("Could not flush the last spans: {e}");
+            }
+        }
+    }
+}
+
+fn log_layer<S>(format: LogFormat) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,librdkafka=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).boxed(),
     };
+    layer.with_filter(filter)
 }

@@ -18,7 +18,12 @@ pub fn compact_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".to_string();
     }
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
@@ -54,9 +59,8 @@ pub mod serde_durations {
         let v = Vec::<String>::deserialize(d)?;
         v.iter()
             .map(|s| {
-                humantime::parse_duration(s).map_err(|e| {
-                    serde::de::Error::custom(format!("`{s}` is not a duration ({e})"))
-                })
+                humantime::parse_duration(s)
+                    .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration ({e})")))
             })
             .collect()
     }

@@ -237,7 +237,10 @@ impl Route {
             s.requests += 1;
             s.missing_headers += u64::from(missing);
             s.bad_signatures += u64::from(!signed);
-            s.traceparents += u64::from(headers.contains_key(TRACEPARENT));
+            if let Some(tp) = header(&TRACEPARENT) {
+                s.traceparents += 1;
+                s.last_traceparent = Some(tp.to_owned());
+            }
         }
 
         if !active.latency.is_zero() {

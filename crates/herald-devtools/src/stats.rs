@@ -22,6 +22,9 @@ pub struct RouteStats {
     pub missing_headers: u64,
     /// Requests carrying a `traceparent` header.
     pub traceparents: u64,
+    /// The `traceparent` of the latest request carrying one, so tests can
+    /// follow a trace into the destination.
+    pub last_traceparent: Option<String>,
 }
 
 /// A route's counters with the ids behind `unique_delivered`.

@@ -82,6 +82,9 @@ async fn healthy_route_counts_unique_and_duplicate_deliveries() {
             bad_signatures: 0,
             missing_headers: 1,
             traceparents: 1,
+            last_traceparent: Some(
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()
+            ),
         }
     );
     let ids = sink.delivered_ids("/ok");

@@ -77,7 +77,12 @@ impl Dedupe {
             .get(&partition)
             .and_then(|p| p.seen.get(&id))
             .is_some_and(|at| now - at <= self.window_ms);
-        if committed || self.staged.iter().any(|(p, i, _)| *p == partition && *i == id) {
+        if committed
+            || self
+                .staged
+                .iter()
+                .any(|(p, i, _)| *p == partition && *i == id)
+        {
             return true;
         }
         self.staged.push((partition, id, now));
@@ -162,7 +167,11 @@ mod tests {
     }
 
     fn ident(id: &str) -> Identity {
-        identity(&event(id), &serde_json::json!({}), &["source".into(), "id".into()])
+        identity(
+            &event(id),
+            &serde_json::json!({}),
+            &["source".into(), "id".into()],
+        )
     }
 
     #[test]

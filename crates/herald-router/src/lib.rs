@@ -6,10 +6,12 @@
 //! librdkafka's transactional calls block, so the loop runs on its own
 //! thread; the async runtime only serves the admin endpoints and signals.
 
+mod dedupe;
 mod route;
 
 pub use route::{route_record, Output};
 
+use dedupe::Dedupe;
 use herald_core::admin::{self, Readiness};
 use herald_core::config::Config;
 use herald_core::kafka::{client_config, LagReporter};
@@ -22,7 +24,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, Statistics};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
@@ -31,6 +33,8 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 struct RouterContext {
     lag: LagReporter,
     assigned: Arc<AtomicBool>,
+    /// Dedupe state and how to restore it; `None` when dedupe is off.
+    dedupe: Option<(Arc<Mutex<Dedupe>>, Config)>,
 }
 
 impl ClientContext for RouterContext {
@@ -43,11 +47,37 @@ impl ConsumerContext for RouterContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                if let Some((dedupe, config)) = &self.dedupe {
+                    let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                    match restore_dedupe(config, &parts, dedupe) {
+                        Ok(n) => {
+                            info!(partitions = ?parts, identities = n, "Restored dedupe state from the changelog.")
+                        }
+                        // Routing goes on; only copies within the window may slip through.
+                        Err(e) => {
+                            error!(error = %e, "Could not restore dedupe state; duplicates of recent events may be routed.")
+                        }
+                    }
+                }
+                self.lag.assigned(tpl);
                 self.assigned.store(true, Ordering::Release);
-                info!(partitions = tpl.count(), "Partitions assigned to the router.");
+                info!(
+                    partitions = tpl.count(),
+                    "Partitions assigned to the router."
+                );
             }
             Rebalance::Revoke(tpl) => {
-                info!(partitions = tpl.count(), "Partitions revoked from the router.")
+                self.lag.revoked(tpl);
+                if let Some((dedupe, _)) = &self.dedupe {
+                    let mut d = dedupe.lock().expect("dedupe lock");
+                    for e in tpl.elements() {
+                        d.forget_partition(e.partition());
+                    }
+                }
+                info!(
+                    partitions = tpl.count(),
+                    "Partitions revoked from the router."
+                )
             }
             Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
         }
@@ -58,7 +88,12 @@ impl ConsumerContext for RouterContext {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = RouterMetrics::new();
     let ready = Readiness::default();
-    let addr = admin::serve(&config.router.listen, metrics.registry.clone(), ready.clone()).await?;
+    let addr = admin::serve(
+        &config.router.listen,
+        metrics.registry.clone(),
+        ready.clone(),
+    )
+    .await?;
     info!(%addr, "Serving /metrics, /healthz and /readyz.");
     let stop = Arc::new(AtomicBool::new(false));
     let worker = {
@@ -78,7 +113,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             return res?.map_err(|_| anyhow::anyhow!("router thread panicked"))?;
         }
     }
-    waiter.await?.map_err(|_| anyhow::anyhow!("router thread panicked"))?
+    waiter
+        .await?
+        .map_err(|_| anyhow::anyhow!("router thread panicked"))?
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -100,12 +137,22 @@ fn route_loop(
     let names = config.topic_names();
     let group = names.router_group();
     let assigned = Arc::new(AtomicBool::new(false));
+    let dedupe = (!config.router.dedupe_window.is_zero()).then(|| {
+        Arc::new(Mutex::new(Dedupe::new(
+            config.router.dedupe_window,
+            config.router.dedupe_max_entries,
+        )))
+    });
+    if dedupe.is_some() {
+        check_changelog(config)?;
+    }
     let ctx = RouterContext {
         lag: LagReporter {
             group: group.clone(),
             metrics: metrics.lag.clone(),
         },
         assigned: assigned.clone(),
+        dedupe: dedupe.clone().map(|d| (d, config.clone())),
     };
     let consumer: BaseConsumer<RouterContext> = client_config(config)
         .set("group.id", &group)
@@ -118,7 +165,8 @@ fn route_loop(
     consumer.subscribe(&[&config.topics.input])?;
 
     let transactional_id = config.router.transactional_id.clone().unwrap_or_else(|| {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| format!("pid{}", std::process::id()));
+        let host =
+            std::env::var("HOSTNAME").unwrap_or_else(|_| format!("pid{}", std::process::id()));
         format!("{group}.{host}")
     });
     let producer: ThreadedProducer<_> = client_config(config)
@@ -160,13 +208,48 @@ fn route_loop(
         if batch.is_empty() {
             continue;
         }
+        metrics.records_read.inc_by(batch.len() as u64);
+        let heads = batch_heads(&batch);
+        for (&partition, &since) in &heads {
+            metrics
+                .lag
+                .seconds
+                .set(&group, &config.topics.input, partition, Some(since));
+        }
         let started = Instant::now();
-        match route_batch(config, &consumer, &producer, &batch, metrics, &event_types) {
+        let mut guard = dedupe.as_ref().map(|d| d.lock().expect("dedupe lock"));
+        match route_batch(
+            config,
+            &consumer,
+            &producer,
+            &batch,
+            metrics,
+            &event_types,
+            guard.as_deref_mut(),
+        ) {
             Ok(()) => {
+                if let Some(d) = guard.as_deref_mut() {
+                    d.commit();
+                    d.evict(herald_core::time::now_ms());
+                }
+                drop(guard);
                 metrics.transactions.with_label_values(&["commit"]).inc();
-                metrics.batch_duration.with_label_values(&[] as &[&str]).observe(started.elapsed().as_secs_f64());
+                for &partition in heads.keys() {
+                    metrics
+                        .lag
+                        .seconds
+                        .set(&group, &config.topics.input, partition, None);
+                }
+                metrics
+                    .batch_duration
+                    .with_label_values(&[] as &[&str])
+                    .observe(started.elapsed().as_secs_f64());
             }
             Err(e) => {
+                if let Some(d) = guard.as_deref_mut() {
+                    d.abort();
+                }
+                drop(guard);
                 metrics.transactions.with_label_values(&["abort"]).inc();
                 if let KafkaError::Transaction(ref t) = e {
                     if t.is_fatal() {
@@ -197,21 +280,32 @@ fn route_batch(
     batch: &[rdkafka::message::OwnedMessage],
     metrics: &RouterMetrics,
     event_types: &BoundedLabel,
+    mut dedupe: Option<&mut Dedupe>,
 ) -> Result<(), KafkaError> {
     producer.begin_transaction()?;
     let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    let group = config.topic_names().router_group();
     for m in batch {
-        for out in route_record(config, m, metrics, event_types) {
+        // One span per record; outputs written under it carry its context.
+        let span = herald_core::otel::route_span(m, &group);
+        let _routing = span.enter();
+        for out in route_record(config, m, metrics, event_types, dedupe.as_deref_mut()) {
             let mut record = BaseRecord::to(&out.topic)
                 .payload(&out.value)
                 .headers(out.headers);
             if let Some(k) = &out.key {
                 record = record.key(k);
             }
+            if let Some(p) = out.partition {
+                record = record.partition(p);
+            }
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
-                    Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    Err((
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        r,
+                    )) => {
                         record = r;
                         std::thread::sleep(Duration::from_millis(5));
                     }
@@ -239,11 +333,117 @@ fn route_batch(
 fn rewind(consumer: &BaseConsumer<RouterContext>, batch: &[rdkafka::message::OwnedMessage]) {
     let mut first: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for m in batch {
-        first.entry((m.topic(), m.partition())).or_insert(m.offset());
+        first
+            .entry((m.topic(), m.partition()))
+            .or_insert(m.offset());
     }
     for ((topic, partition), offset) in first {
-        if let Err(e) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+        if let Err(e) = consumer.seek(
+            topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(5),
+        ) {
             warn!(topic, partition, error = %e, "Could not rewind partition (likely revoked).");
         }
     }
+}
+
+/// The changelog must exist with at least as many partitions as the input,
+/// since input partition N keeps its marks in changelog partition N.
+fn check_changelog(config: &Config) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = client_config(config).create()?;
+    let count = |topic: &str| -> anyhow::Result<usize> {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        Ok(md
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or(0))
+    };
+    let changelog = config.topic_names().dedupe_changelog();
+    let (input, log) = (count(&config.topics.input)?, count(&changelog)?);
+    if log < input {
+        anyhow::bail!(
+            "dedupe changelog {changelog} has {log} partitions but input topic {} has {input}; \
+             run `herald topics apply` (or add partitions to it), or set router.dedupe_window = \"0s\" to turn dedupe off",
+            config.topics.input
+        );
+    }
+    Ok(())
+}
+
+/// Reads the changelog partitions matching newly assigned input partitions
+/// and loads the marks still inside the window. Runs inside the rebalance
+/// callback, before any record of those partitions is routed.
+fn restore_dedupe(
+    config: &Config,
+    partitions: &[i32],
+    dedupe: &Mutex<Dedupe>,
+) -> anyhow::Result<usize> {
+    let topic = config.topic_names().dedupe_changelog();
+    let consumer: BaseConsumer = client_config(config)
+        .set(
+            "group.id",
+            format!("{}.dedupe-restore", config.topic_names().router_group()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for &p in partitions {
+        let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+        if high > low {
+            tpl.add_partition_offset(&topic, p, Offset::Offset(low))?;
+            ends.insert(p, high);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&tpl)?;
+    let now = herald_core::time::now_ms();
+    let mut d = dedupe.lock().expect("dedupe lock");
+    let (mut loaded, deadline) = (0, Instant::now() + Duration::from_secs(120));
+    while !ends.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out reading {topic}");
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m?;
+            let id = m.key().and_then(dedupe::parse_key);
+            let at = m
+                .payload()
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+            if let (Some(id), Some(at)) = (id, at) {
+                if now - at <= d.window_ms() {
+                    d.insert(m.partition(), id, at);
+                    loaded += 1;
+                }
+            }
+        }
+        // Transaction markers take offsets but are never returned.
+        for e in consumer.position()?.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
+                    ends.remove(&e.partition());
+                }
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+/// Per partition of a batch, the Kafka timestamp of its first record: the
+/// oldest record not yet routed until the batch's transaction commits.
+fn batch_heads(batch: &[rdkafka::message::OwnedMessage]) -> BTreeMap<i32, i64> {
+    let mut heads = BTreeMap::new();
+    for m in batch {
+        let ts = m
+            .timestamp()
+            .to_millis()
+            .unwrap_or_else(herald_core::time::now_ms);
+        heads.entry(m.partition()).or_insert(ts);
+    }
+    heads
 }

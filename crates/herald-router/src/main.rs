@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use herald_core::config::Config;
-use herald_core::telemetry::{init_logging, LogFormat};
+use herald_core::telemetry::{self, LogFormat};
 use std::path::PathBuf;
 
 /// Routes events from the input topic to every destination topic whose
@@ -24,7 +24,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    // Dropped when main returns: flushes the spans still buffered.
+    let _telemetry = telemetry::init(args.log_format, "herald-router")?;
     let mut config = Config::load(Some(&args.config))?;
     if let Some(l) = args.listen {
         config.router.listen = l;

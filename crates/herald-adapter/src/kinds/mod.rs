@@ -9,21 +9,13 @@ use herald_core::envelope::Delivery;
 
 /// Builds requests for one destination.
 pub trait RequestBuilder: Send + Sync {
-    /// The request for one attempt. `traceparent` is the W3C context to
-    /// propagate, if any.
-    fn build(
-        &self,
-        client: &reqwest::Client,
-        delivery: &Delivery,
-        traceparent: Option<&str>,
-    ) -> reqwest::RequestBuilder;
+    /// The request for one attempt. The adapter adds the trace context
+    /// (`traceparent`, `tracestate`) to whatever a kind builds.
+    fn build(&self, client: &reqwest::Client, delivery: &Delivery) -> reqwest::RequestBuilder;
 }
 
 /// The request builder for a configured destination.
-pub fn build(
-    name: &str,
-    config: &DestinationConfig,
-) -> anyhow::Result<Box<dyn RequestBuilder>> {
+pub fn build(name: &str, config: &DestinationConfig) -> anyhow::Result<Box<dyn RequestBuilder>> {
     Ok(match config.kind {
         DestinationKind::Webhook => Box::new(webhook::Webhook::new(name, config)?),
     })

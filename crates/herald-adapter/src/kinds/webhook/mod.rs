@@ -5,7 +5,6 @@
 use super::RequestBuilder;
 use herald_core::config::DestinationConfig;
 use herald_core::envelope::Delivery;
-use herald_core::headers::TRACEPARENT;
 use herald_core::signature::{signature_header, SigningKey};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,18 +29,17 @@ impl Webhook {
         Ok(Self {
             url,
             keys,
-            headers: c.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers: c
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 }
 
 impl RequestBuilder for Webhook {
-    fn build(
-        &self,
-        client: &reqwest::Client,
-        delivery: &Delivery,
-        traceparent: Option<&str>,
-    ) -> reqwest::RequestBuilder {
+    fn build(&self, client: &reqwest::Client, delivery: &Delivery) -> reqwest::RequestBuilder {
         let body = serde_json::to_vec(&delivery.event.to_cloudevent_json())
             .expect("JSON values serialise");
         let ts = SystemTime::now()
@@ -56,10 +54,10 @@ impl RequestBuilder for Webhook {
             .header("webhook-id", id)
             .header("webhook-timestamp", ts.to_string());
         if !self.keys.is_empty() {
-            req = req.header("webhook-signature", signature_header(&self.keys, id, ts, &body));
-        }
-        if let Some(tp) = traceparent {
-            req = req.header(TRACEPARENT, tp);
+            req = req.header(
+                "webhook-signature",
+                signature_header(&self.keys, id, ts, &body),
+            );
         }
         for (k, v) in &self.headers {
             req = req.header(k, v);
