@@ -367,3 +367,43 @@ async fn one_event_is_one_trace_from_router_through_attempts_to_http() {
         assert_eq!(span["trace_id"], trace_id.as_str(), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_trace_backend_neither_blocks_delivery_nor_shutdown() {
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let sink = Sink::start(vec![("/hook".into(), signed(Behaviour::healthy()))])
+        .await
+        .unwrap();
+    let mut p = Pipeline::new("tracing-down", vec![Dest::new("hook", sink.url("/hook"))]).await;
+    p.env = vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            format!("http://{dead}"),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+    ];
+    p.start_all();
+    p.produce_events(50, "order.placed").await;
+    wait_until("50 deliveries", LONG, || {
+        sink.stats("/hook").unique_delivered >= 50
+    })
+    .await;
+    assert_eq!(
+        sink.stats("/hook").traceparents,
+        sink.stats("/hook").requests
+    );
+    let started = std::time::Instant::now();
+    assert!(
+        p.stop_adapter("hook"),
+        "the adapter exits cleanly on SIGTERM:\n{}",
+        p.logs()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "flushing to a dead backend does not hold up shutdown"
+    );
+}

@@ -366,7 +366,13 @@ async fn deliver_loop(
                         s.offsets.start(&tp, m.offset(), written_at);
                         s.offsets.finish(&tp, m.offset());
                         deliverer.metrics.redeliveries_suppressed.with_label_values(&[dest]).inc();
-                        debug!(event_id, "Already delivered according to the ledger; skipped.");
+                        debug!(
+                            event_id,
+                            destination = dest,
+                            attempt = header_str(&m, h::ATTEMPT).and_then(|a| a.parse::<i32>().ok()).map(|a| a + 1),
+                            trace_id = header_str(&m, h::TRACEPARENT).and_then(otel::trace_id_of),
+                            "Already delivered according to the ledger; skipped."
+                        );
                         continue;
                     }
                     if circuit_open {

@@ -6,6 +6,7 @@ use herald_core::config::Config;
 use herald_core::envelope::DeadLetter;
 use herald_core::headers as h;
 use herald_core::kafka::{add_header, client_config, header_str, read_topic_to_end};
+use herald_core::otel::TraceHeaders;
 use herald_core::time::now_ms;
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -193,8 +194,9 @@ pub async fn run(config: &Config, cmd: DlqCmd, json: bool) -> anyhow::Result<Exi
                     continue;
                 }
                 let mut hs = OwnedHeaders::new();
-                if let Some(tp) = header_str(&e.msg, h::TRACEPARENT) {
-                    hs = add_header(hs, h::TRACEPARENT, tp);
+                // The replay continues the event's trace.
+                if let Some(t) = TraceHeaders::from_message(&e.msg) {
+                    hs = t.add_to(hs);
                 }
                 hs = add_header(hs, h::CE_ID, &d.event.id);
                 hs = add_header(hs, h::CE_TYPE, &d.event.r#type);

@@ -105,6 +105,14 @@ where
     Ok(Some((layer, provider)))
 }
 
+/// The 32-hex-digit trace id of a W3C `traceparent`
+/// (`<version>-<trace id>-<parent id>-<flags>`), if well formed.
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace)
+}
+
 /// W3C trace context as carried in Kafka headers and HTTP requests.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TraceHeaders {
@@ -127,9 +135,7 @@ impl TraceHeaders {
 
     /// The 32-hex-digit trace id, if `traceparent` is well formed.
     pub fn trace_id(&self) -> Option<&str> {
-        let mut parts = self.traceparent.split('-');
-        let (_version, trace) = (parts.next()?, parts.next()?);
-        (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace)
+        trace_id_of(&self.traceparent)
     }
 
     /// Appends `traceparent` and, if any, `tracestate`.
@@ -194,21 +200,28 @@ pub fn outgoing(span: &Span, incoming: Option<&TraceHeaders>) -> Option<TraceHea
 
 /// Parents `span` on `incoming` (a new trace when there is none), adds the
 /// OpenTelemetry-only attributes and records `trace_id` for the logs.
-fn start(span: &Span, incoming: Option<&TraceHeaders>, attributes: impl FnOnce() -> Vec<KeyValue>) {
+/// Nothing is read or allocated for a span no layer wants.
+fn start<M: Message>(span: &Span, m: &M, group: &str) {
     if span.is_disabled() {
         return;
     }
     if enabled() {
-        let parent = incoming.map(TraceHeaders::context).unwrap_or_default();
+        let parent = TraceHeaders::from_message(m)
+            .map(|t| t.context())
+            .unwrap_or_default();
         let _ = span.set_parent(parent);
-        for kv in attributes() {
+        for kv in messaging_attributes(m, group) {
             span.set_attribute(kv.key, kv.value);
         }
-    }
-    if let Some(t) = outgoing(span, incoming) {
-        if let Some(id) = t.trace_id() {
-            span.record("trace_id", id);
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            span.record("trace_id", tracing::field::display(sc.trace_id()));
+            return;
         }
+    }
+    if let Some(id) = header_str(m, h::TRACEPARENT).and_then(trace_id_of) {
+        span.record("trace_id", id);
     }
 }
 
@@ -254,9 +267,7 @@ pub fn route_span<M: Message>(m: &M, group: &str) -> Span {
             trace_id = Empty,
         )
     };
-    start(&span, TraceHeaders::from_message(m).as_ref(), || {
-        messaging_attributes(m, group)
-    });
+    start(&span, m, group);
     span
 }
 
@@ -282,9 +293,7 @@ pub fn attempt_span<M: Message>(m: &M, group: &str, destination: &str) -> Span {
             trace_id = Empty
         )
     };
-    start(&span, TraceHeaders::from_message(m).as_ref(), || {
-        messaging_attributes(m, group)
-    });
+    start(&span, m, group);
     span
 }
 
