@@ -398,7 +398,7 @@ scrape_configs:
             let mut round = 0u64;
             while !stop.load(Ordering::Acquire) {
                 round += 1;
-                let types: &[&str] = if round % 5 == 0 {
+                let types: &[&str] = if round.is_multiple_of(5) {
                     &["order.created", "payment.failed", "ignored.ping"]
                 } else {
                     &["order.created", "payment.failed"]

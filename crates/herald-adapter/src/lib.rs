@@ -219,6 +219,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
             lag: LagReporter {
                 group: group.clone(),
                 metrics: metrics.lag.clone(),
+                stored_positions: false,
             },
             assigned: assigned.clone(),
         })?;

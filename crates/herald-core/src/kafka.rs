@@ -142,6 +142,12 @@ pub async fn apply_topics(
 pub struct LagReporter {
     pub group: String,
     pub metrics: crate::metrics::LagMetrics,
+    /// Measure from the consumer's stored offsets instead of its committed
+    /// ones. The router commits through its producer's transactions, which
+    /// the consumer's statistics never see (its committed offset stays what
+    /// it was at assignment), so it stores each committed position on the
+    /// consumer (`store_offsets`, with auto-commit off) for lag to use.
+    pub stored_positions: bool,
 }
 
 impl LagReporter {
@@ -151,14 +157,19 @@ impl LagReporter {
         self.metrics.offsets.reset();
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
+                let lag = if self.stored_positions {
+                    p.consumer_lag_stored
+                } else {
+                    p.consumer_lag
+                };
                 // -1 is librdkafka's internal UA partition; lag -1 is unknown.
-                if *partition < 0 || p.consumer_lag < 0 {
+                if *partition < 0 || lag < 0 {
                     continue;
                 }
                 self.metrics
                     .offsets
                     .with_label_values(&[&self.group, topic, &partition.to_string()])
-                    .set(p.consumer_lag);
+                    .set(lag);
             }
         }
     }

@@ -475,7 +475,13 @@ mod tests {
             dlq_depth,
             lag: adapter_lag,
         } = &a;
-        for c in [attempts, retries_scheduled, dead_lettered, rate_limit_waits, redeliveries_suppressed] {
+        for c in [
+            attempts,
+            retries_scheduled,
+            dead_lettered,
+            rate_limit_waits,
+            redeliveries_suppressed,
+        ] {
             counter(c);
         }
         for h in [delivery_duration, end_to_end] {

@@ -150,6 +150,7 @@ fn route_loop(
         lag: LagReporter {
             group: group.clone(),
             metrics: metrics.lag.clone(),
+            stored_positions: true,
         },
         assigned: assigned.clone(),
         dedupe: dedupe.clone().map(|d| (d, config.clone())),
@@ -234,6 +235,7 @@ fn route_loop(
                 }
                 drop(guard);
                 metrics.transactions.with_label_values(&["commit"]).inc();
+                store_positions(&consumer, &batch);
                 for &partition in heads.keys() {
                     metrics
                         .lag
@@ -446,4 +448,28 @@ fn batch_heads(batch: &[rdkafka::message::OwnedMessage]) -> BTreeMap<i32, i64> {
         heads.entry(m.partition()).or_insert(ts);
     }
     heads
+}
+
+/// Records the batch's committed positions on the consumer, for the lag
+/// statistics only (auto-commit is off, so nothing commits them): the
+/// transaction's offset commit is invisible to the consumer.
+fn store_positions(
+    consumer: &BaseConsumer<RouterContext>,
+    batch: &[rdkafka::message::OwnedMessage],
+) {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        next.insert((m.topic(), m.partition()), m.offset() + 1);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        if tpl
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .is_err()
+        {
+            return;
+        }
+    }
+    // Fails only for partitions revoked meanwhile; their new owner reports them.
+    let _ = consumer.store_offsets(&tpl);
 }
