@@ -468,6 +468,7 @@ scrape_configs:
         "HeraldConsumerLagTooOld",
         "HeraldSuccessRatioLow",
         "HeraldNoEventsReceived",
+        "HeraldCircuitOpen",
     ] {
         assert!(
             alerts.iter().any(|(n, _)| n == required),

@@ -346,6 +346,11 @@ impl AdapterMetrics {
         self.end_to_end.with_label_values(&[destination]);
         self.in_flight.with_label_values(&[destination]);
         self.waiting.with_label_values(&[destination]);
+        // Closed until the breaker says otherwise.
+        self.circuit_state.with_label_values(&[destination]);
+        self.rate_limit_waits.with_label_values(&[destination]);
+        self.redeliveries_suppressed
+            .with_label_values(&[destination]);
     }
 }
 
@@ -593,6 +598,8 @@ mod tests {
             "herald_adapter_dead_lettered_total{destination=\"d\",reason=\"permanent\"} 0",
             "herald_adapter_retries_scheduled_total{destination=\"d\",tier=\"1s\"} 0",
             "herald_adapter_attempts_total{destination=\"d\",error_class=\"none\",outcome=\"delivered\"} 0",
+            "herald_adapter_circuit_state{destination=\"d\"} 0",
+            "herald_adapter_rate_limit_waits_total{destination=\"d\"} 0",
         ] {
             assert!(text.contains(s), "{s} missing from:\n{text}");
         }
