@@ -555,6 +555,35 @@ scrape_configs:
         "HeraldDeadLetters is not active for the 400 destination: {active}"
     );
 
+    // The depth probe measures the broker: the 400 destination's DLQ holds
+    // records, and its depth never exceeds what the topic really holds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let depth = loop {
+        let r = prom
+            .query(r#"max(herald_adapter_dlq_depth_records{destination="bad"})"#)
+            .await
+            .expect("depth query");
+        let v: f64 = r
+            .first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if v > 0.0 {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the DLQ depth of the 400 destination stays 0"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let on_topic = p.dead_letters("bad").await.len() as f64;
+    assert!(
+        depth <= on_topic,
+        "DLQ depth {depth} > {on_topic} records on the topic"
+    );
+    println!("\nDLQ depth of `bad` in Prometheus: {depth} (the topic holds {on_topic} now)");
+
     // What `curl /metrics` shows: lag in offsets and in seconds on every service.
     let http = reqwest::Client::new();
     for (service, addr) in
