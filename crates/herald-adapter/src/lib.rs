@@ -8,6 +8,7 @@
 //! not yet due is paused and its records held in memory until due.
 
 mod circuit;
+mod concurrency;
 mod depth;
 pub mod kinds;
 mod ledger;
@@ -174,11 +175,72 @@ struct Deliverer {
     stopping: AtomicBool,
 }
 
+/// How many deliveries may have finished their HTTP attempt but not yet
+/// made the outcome durable. The concurrency limit bounds only the HTTP
+/// attempts (it protects the destination); the outcome writes wait for
+/// Kafka acknowledgements (linger plus `acks=all`, milliseconds each), and
+/// holding a concurrency slot through them capped throughput at about
+/// `concurrency / 8 ms`. This bound keeps memory in check if Kafka slows.
+const OUTCOMES_IN_FLIGHT: usize = 1024;
+
+/// Frees a concurrency slot when dropped — after the HTTP attempt, or when
+/// the task ends early (poison record, panic) — and reports what the
+/// attempt said about the destination, so the circuit breaker and the
+/// adaptive limit react at once rather than after the outcome writes.
+struct Slot {
+    tx: mpsc::UnboundedSender<SlotReport>,
+    report: SlotReport,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SlotReport {
+    health: circuit::Health,
+    latency: Duration,
+    /// Whether the concurrency limit was reached when the attempt started.
+    saturated: bool,
+}
+
+impl Slot {
+    fn new(tx: mpsc::UnboundedSender<SlotReport>, saturated: bool) -> Self {
+        let report = SlotReport {
+            health: circuit::Health::Neutral,
+            latency: Duration::ZERO,
+            saturated,
+        };
+        Self { tx, report }
+    }
+
+    /// Frees the slot with what the attempt showed.
+    fn release(mut self, health: circuit::Health, latency: Duration) {
+        self.report.health = health;
+        self.report.latency = latency;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.report);
+    }
+}
+
+/// What an attempt's verdict says about the destination's health.
+fn health_of(verdict: &Verdict) -> circuit::Health {
+    match verdict {
+        Verdict::Success { .. } => circuit::Health::Up,
+        Verdict::Failure { class, .. } => match class {
+            ErrorClass::Timeout
+            | ErrorClass::Connect
+            | ErrorClass::Http429
+            | ErrorClass::Http5xx => circuit::Health::Down,
+            _ => circuit::Health::Neutral,
+        },
+    }
+}
+
 /// Sent by a delivery task once its outcome is durable.
 struct Done {
     tp: Tp,
     offset: i64,
-    health: circuit::Health,
 }
 
 /// Runs the adapter for `destination` until SIGTERM or SIGINT.
@@ -193,7 +255,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
         .iter()
         .map(|d| compact_duration(*d))
         .collect();
-    metrics.init_destination(&destination, &tier_labels);
+    metrics.init_destination(&destination, &tier_labels, dc.concurrency);
     let ready = Readiness::default();
     let addr = admin::serve(
         &config.adapter.listen,
@@ -279,7 +341,10 @@ async fn deliver_loop(
     assigned: &AtomicBool,
 ) -> anyhow::Result<()> {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let (slot_tx, mut slot_rx) = mpsc::unbounded_channel::<SlotReport>();
+    // HTTP attempts in flight, and deliveries whose outcome is not durable yet.
     let mut in_flight = 0usize;
+    let mut pending = 0usize;
     let mut ready_queue: VecDeque<OwnedMessage> = VecDeque::new();
     let mut commit_tick = tokio::time::interval(config.adapter.commit_interval);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -291,6 +356,7 @@ async fn deliver_loop(
         dc.circuit.cooldown,
         dc.circuit.max_cooldown,
     );
+    let mut adaptive = concurrency::Adaptive::new(dc.concurrency, dc.adaptive_concurrency);
     let mut bucket = dc.rate_limit.as_ref().map(|rl| {
         let burst = rl.burst.unwrap_or(rl.per_second.ceil() as u32);
         ratelimit::TokenBucket::new(rl.per_second, burst, now_ms())
@@ -300,7 +366,10 @@ async fn deliver_loop(
         ready.set(assigned.load(Ordering::Acquire));
         // Start whatever is ready while the breaker and the rate limit allow.
         let mut rate_wait: Option<Duration> = None;
-        while in_flight < breaker.allowed_in_flight(dc.concurrency) && !ready_queue.is_empty() {
+        while in_flight < breaker.allowed_in_flight(adaptive.limit())
+            && pending < OUTCOMES_IN_FLIGHT
+            && !ready_queue.is_empty()
+        {
             if let Some(b) = bucket.as_mut() {
                 if !b.try_take(now_ms()) {
                     rate_wait = Some(b.wait(now_ms()).max(Duration::from_millis(1)));
@@ -314,8 +383,15 @@ async fn deliver_loop(
             }
             let m = ready_queue.pop_front().expect("not empty");
             breaker.on_start();
-            spawn_delivery(deliverer.clone(), m, done_tx.clone());
+            let saturated = in_flight + 1 >= adaptive.limit();
+            spawn_delivery(
+                deliverer.clone(),
+                m,
+                done_tx.clone(),
+                Slot::new(slot_tx.clone(), saturated),
+            );
             in_flight += 1;
+            pending += 1;
         }
         deliverer
             .metrics
@@ -327,7 +403,9 @@ async fn deliver_loop(
         // the group does not think this member is stuck.
         let circuit_open = matches!(breaker.state(), circuit::State::Open { .. });
         let room = ready_queue.is_empty()
-            && (circuit_open || in_flight < breaker.allowed_in_flight(dc.concurrency));
+            && (circuit_open
+                || (in_flight < breaker.allowed_in_flight(adaptive.limit())
+                    && pending < OUTCOMES_IN_FLIGHT));
         let open_until = match breaker.state() {
             circuit::State::Open { until } => Some(until),
             _ => None,
@@ -335,12 +413,23 @@ async fn deliver_loop(
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            Some(done) = done_rx.recv() => {
+            Some(report) = slot_rx.recv() => {
                 in_flight -= 1;
-                shared.lock().expect("adapter state lock").offsets.finish(&done.tp, done.offset);
-                if let Some(state) = breaker.on_outcome(done.health, now_ms()) {
+                if let Some(state) = breaker.on_outcome(report.health, now_ms()) {
                     circuit_changed(consumer, shared, state, dest, &deliverer.metrics);
                 }
+                let signal = match report.health {
+                    circuit::Health::Up => concurrency::Signal::Ok,
+                    circuit::Health::Down => concurrency::Signal::BackPressure,
+                    circuit::Health::Neutral => concurrency::Signal::None,
+                };
+                if adaptive.observe(signal, report.latency, report.saturated) {
+                    deliverer.metrics.concurrency_limit.with_label_values(&[dest]).set(adaptive.limit() as i64);
+                }
+            }
+            Some(done) = done_rx.recv() => {
+                pending -= 1;
+                shared.lock().expect("adapter state lock").offsets.finish(&done.tp, done.offset);
             }
             _ = sleep_until_ms(open_until), if open_until.is_some() => {
                 if breaker.tick(now_ms()) {
@@ -383,12 +472,14 @@ async fn deliver_loop(
                         let due = header_str(&m, h::DUE_AT).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
                         // A tier record is only late once it is due.
                         s.offsets.start(&tp, m.offset(), written_at.max(due));
-                        let queue = s.held.entry(tp.clone()).or_default();
-                        if !queue.is_empty() || due > now_ms() {
-                            if queue.is_empty() {
+                        // Hold it when it is not due, or when earlier records
+                        // of its partition are held (order within a tier).
+                        let holding = s.held.get(&tp).is_some_and(|q| !q.is_empty());
+                        if holding || due > now_ms() {
+                            if !holding {
                                 pause(consumer, &tp, true);
                             }
-                            queue.push_back((due, m));
+                            s.held.entry(tp.clone()).or_default().push_back((due, m));
                             deliverer.metrics.waiting.with_label_values(&[dest]).inc();
                             continue;
                         }
@@ -404,12 +495,12 @@ async fn deliver_loop(
     }
 
     // Graceful stop: nothing new starts; in-flight work gets the grace period.
-    info!(in_flight, grace = ?config.adapter.shutdown_grace, "Shutting down: finishing in-flight deliveries.");
+    info!(in_flight = pending, grace = ?config.adapter.shutdown_grace, "Shutting down: finishing in-flight deliveries.");
     let deadline = tokio::time::Instant::now() + config.adapter.shutdown_grace;
-    while in_flight > 0 {
+    while pending > 0 {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(Some(done)) => {
-                in_flight -= 1;
+                pending -= 1;
                 shared
                     .lock()
                     .expect("adapter state lock")
@@ -417,7 +508,7 @@ async fn deliver_loop(
                     .finish(&done.tp, done.offset);
             }
             _ => {
-                warn!(in_flight, "Grace period over; abandoning in-flight deliveries (they will be re-delivered).");
+                warn!(in_flight = pending, "Grace period over; abandoning in-flight deliveries (they will be re-delivered).");
                 break;
             }
         }
@@ -524,8 +615,9 @@ fn circuit_changed(
         .lock()
         .expect("adapter state lock")
         .held
-        .keys()
-        .cloned()
+        .iter()
+        .filter(|(_, q)| !q.is_empty())
+        .map(|(tp, _)| tp.clone())
         .collect();
     match state {
         circuit::State::Open { until } => {
@@ -581,19 +673,24 @@ fn commit(consumer: &StreamConsumer<AdapterContext>, shared: &Mutex<Shared>) {
     }
 }
 
-fn spawn_delivery(d: Arc<Deliverer>, m: OwnedMessage, done: mpsc::UnboundedSender<Done>) {
+fn spawn_delivery(
+    d: Arc<Deliverer>,
+    m: OwnedMessage,
+    done: mpsc::UnboundedSender<Done>,
+    slot: Slot,
+) {
     tokio::spawn(async move {
         let tp = (m.topic().to_string(), m.partition());
         let offset = m.offset();
         let span = otel::attempt_span(&m, &d.group, &d.destination);
-        let durable = std::panic::AssertUnwindSafe(deliver(&d, &m).instrument(span))
+        let durable = std::panic::AssertUnwindSafe(deliver(&d, &m, slot).instrument(span))
             .catch_unwind()
             .await;
         match durable {
-            Ok(Some(health)) => {
-                let _ = done.send(Done { tp, offset, health });
+            Ok(true) => {
+                let _ = done.send(Done { tp, offset });
             }
-            Ok(None) => {} // Not durable: the offset stays uncommitted.
+            Ok(false) => {} // Not durable: the offset stays uncommitted.
             Err(_) => {
                 error!(topic = %tp.0, partition = tp.1, offset, "A delivery task panicked; the record will be re-delivered after restart.")
             }
@@ -601,10 +698,9 @@ fn spawn_delivery(d: Arc<Deliverer>, m: OwnedMessage, done: mpsc::UnboundedSende
     });
 }
 
-/// One attempt and its durable outcome. Returns what the attempt says about
-/// the destination's health once the offset may be committed; `None` when
-/// the outcome could not be made durable.
-async fn deliver(d: &Deliverer, m: &OwnedMessage) -> Option<circuit::Health> {
+/// One attempt and its durable outcome. Returns whether the offset may be
+/// committed.
+async fn deliver(d: &Deliverer, m: &OwnedMessage, slot: Slot) -> bool {
     let key = m.key().map(<[u8]>::to_vec).unwrap_or_default();
     // The attempt span (see `spawn_delivery`); its context goes on the HTTP
     // request's parent and on every record written about this attempt.
@@ -617,9 +713,7 @@ async fn deliver(d: &Deliverer, m: &OwnedMessage) -> Option<circuit::Health> {
                 _ => "record has no value".to_string(),
             };
             otel::record_error(&span, ErrorClass::Schema.as_str());
-            return dead_letter_poison(d, m, key, &why)
-                .await
-                .then_some(circuit::Health::Neutral);
+            return dead_letter_poison(d, m, key, &why).await;
         }
     };
     otel::record_event(&span, &delivery.event.id, Some(delivery.attempts + 1));
@@ -627,6 +721,8 @@ async fn deliver(d: &Deliverer, m: &OwnedMessage) -> Option<circuit::Health> {
     let started = Instant::now();
     let result = attempt(d, &delivery, trace.as_ref()).await;
     let latency = started.elapsed();
+    // The destination is done with us; the outcome write needs no slot.
+    slot.release(health_of(&result.0), latency);
     let finished_at = now_ms();
     let dest = d.destination.as_str();
     d.metrics
@@ -665,7 +761,7 @@ async fn deliver(d: &Deliverer, m: &OwnedMessage) -> Option<circuit::Health> {
         r.partition = Some(m.partition());
     }
     if !produce_all(d, records).await {
-        return None;
+        return false;
     }
     let class = match &result.verdict {
         Verdict::Success { .. } => "none",
@@ -712,16 +808,7 @@ async fn deliver(d: &Deliverer, m: &OwnedMessage) -> Option<circuit::Health> {
             );
         }
     }
-    Some(match &result.verdict {
-        Verdict::Success { .. } => circuit::Health::Up,
-        Verdict::Failure { class, .. } => match class {
-            ErrorClass::Timeout
-            | ErrorClass::Connect
-            | ErrorClass::Http429
-            | ErrorClass::Http5xx => circuit::Health::Down,
-            _ => circuit::Health::Neutral,
-        },
-    })
+    true
 }
 
 /// Performs the HTTP call under an HTTP client span and classifies it. The

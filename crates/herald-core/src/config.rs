@@ -137,7 +137,11 @@ impl Default for TopicsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouterConfig {
-    /// A transaction closes after this many input records…
+    /// A transaction closes after this many input records… Each commit
+    /// has a fixed cost (broker round trips, a marker on every partition
+    /// written), so small batches cap throughput; at low rates
+    /// `batch_max_wait` closes the batch first, so this bound only matters
+    /// under load (see docs/benchmarks.md).
     #[serde(default = "default_batch_records")]
     pub batch_max_records: usize,
     /// …or after this long, whichever comes first.
@@ -176,7 +180,7 @@ fn default_identity() -> Vec<String> {
 }
 
 fn default_batch_records() -> usize {
-    500
+    2000
 }
 fn default_batch_wait() -> Duration {
     Duration::from_millis(100)
@@ -258,9 +262,14 @@ pub struct DestinationConfig {
     /// Whole-request timeout.
     #[serde(default = "default_timeout", with = "serde_duration")]
     pub timeout: Duration,
-    /// Deliveries in flight at once, per adapter process.
+    /// Deliveries in flight at once, per adapter process: the ceiling of
+    /// the adaptive limit.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Lower the in-flight limit on back-pressure (timeouts, 429, 5xx,
+    /// latency spikes: ×0.9) and raise it back one slot at a time.
+    #[serde(default = "default_true")]
+    pub adaptive_concurrency: bool,
     /// Extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -325,6 +334,9 @@ pub struct RateLimitConfig {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_true() -> bool {
+    true
 }
 fn default_concurrency() -> usize {
     16

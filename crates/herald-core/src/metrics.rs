@@ -292,6 +292,7 @@ pub struct AdapterMetrics {
     pub dead_lettered: IntCounterVec,
     pub in_flight: IntGaugeVec,
     pub circuit_state: IntGaugeVec,
+    pub concurrency_limit: IntGaugeVec,
     pub rate_limit_waits: IntCounterVec,
     pub redeliveries_suppressed: IntCounterVec,
     pub waiting: IntGaugeVec,
@@ -312,6 +313,7 @@ impl AdapterMetrics {
             retries_scheduled: counter(&r, "herald_adapter_retries_scheduled_total", "Deliveries moved to a retry tier.", &["destination", "tier"]),
             dead_lettered: counter(&r, "herald_adapter_dead_lettered_total", "Deliveries moved to the DLQ, by reason.", &["destination", "reason"]),
             in_flight: gauge(&r, "herald_adapter_in_flight_deliveries", "Deliveries currently being attempted.", &["destination"]),
+            concurrency_limit: gauge(&r, "herald_adapter_concurrency_limit_deliveries", "Current adaptive limit of deliveries in flight (the configured concurrency is its ceiling).", &["destination"]),
             circuit_state: gauge(&r, "herald_adapter_circuit_state", "Circuit breaker state: 0 closed, 1 half-open (probing), 2 open (deliveries paused).", &["destination"]),
             rate_limit_waits: counter(&r, "herald_adapter_rate_limit_waits_total", "Times a delivery had to wait for the destination's rate limit.", &["destination"]),
             redeliveries_suppressed: counter(&r, "herald_adapter_redeliveries_suppressed_total", "Records skipped because the ledger shows the event already delivered (after a crash or rebalance).", &["destination"]),
@@ -328,7 +330,11 @@ impl AdapterMetrics {
     /// Creates the series whose label values are known at start-up, at 0:
     /// a destination's first dead letter or retry then shows as an
     /// increase, and success ratios exist before the first success.
-    pub fn init_destination(&self, destination: &str, tiers: &[String]) {
+    /// `concurrency` seeds the adaptive limit gauge with its ceiling.
+    pub fn init_destination(&self, destination: &str, tiers: &[String], concurrency: usize) {
+        self.concurrency_limit
+            .with_label_values(&[destination])
+            .set(concurrency as i64);
         self.attempts
             .with_label_values(&[destination, "delivered", "none"]);
         for reason in crate::envelope::DlqReason::ALL {
@@ -473,6 +479,7 @@ mod tests {
             dead_lettered,
             in_flight,
             circuit_state,
+            concurrency_limit,
             rate_limit_waits,
             redeliveries_suppressed,
             waiting,
@@ -492,7 +499,14 @@ mod tests {
         for h in [delivery_duration, end_to_end] {
             histogram(h);
         }
-        for g in [in_flight, circuit_state, waiting, retry_depth, dlq_depth] {
+        for g in [
+            in_flight,
+            circuit_state,
+            concurrency_limit,
+            waiting,
+            retry_depth,
+            dlq_depth,
+        ] {
             gauge(g);
         }
         lag(adapter_lag);
@@ -592,7 +606,7 @@ mod tests {
     #[test]
     fn known_series_start_at_zero() {
         let a = AdapterMetrics::new();
-        a.init_destination("d", &["1s".to_string()]);
+        a.init_destination("d", &["1s".to_string()], 16);
         let text = render(&a.registry);
         for s in [
             "herald_adapter_dead_lettered_total{destination=\"d\",reason=\"permanent\"} 0",
