@@ -25,7 +25,7 @@ use herald_core::codec::AvroRecord;
 use herald_core::config::{Config, DestinationConfig};
 use herald_core::envelope::{Delivery, DlqReason};
 use herald_core::headers as h;
-use herald_core::kafka::{add_header, client_config, header_str, LagReporter};
+use herald_core::kafka::{add_header, client_config, header_str, producer_config, LagReporter};
 use herald_core::metrics::AdapterMetrics;
 use herald_core::otel::{self, TraceHeaders};
 use herald_core::retry::RetryPolicy;
@@ -290,13 +290,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
 
-    let producer: FutureProducer = client_config(&config)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("partitioner", "murmur2_random")
-        .create()?;
+    let producer: FutureProducer = producer_config(&config).create()?;
     let client = reqwest::Client::builder()
         .timeout(dc.timeout)
         .connect_timeout(dc.timeout.min(Duration::from_secs(5)))

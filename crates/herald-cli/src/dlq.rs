@@ -5,7 +5,7 @@ use herald_core::codec::AvroRecord;
 use herald_core::config::Config;
 use herald_core::envelope::DeadLetter;
 use herald_core::headers as h;
-use herald_core::kafka::{add_header, client_config, header_str, read_topic_to_end};
+use herald_core::kafka::{add_header, header_str, producer_config, read_topic_to_end};
 use herald_core::otel::TraceHeaders;
 use herald_core::time::now_ms;
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
@@ -176,10 +176,7 @@ pub async fn run(config: &Config, cmd: DlqCmd, json: bool) -> anyhow::Result<Exi
                 .filter(|e| reason.as_ref().is_none_or(|r| &e.reason() == r))
                 .collect();
             let poison = chosen.iter().filter(|e| e.letter.is_none()).count();
-            let producer: FutureProducer = client_config(config)
-                .set("enable.idempotence", "true")
-                .set("partitioner", "murmur2_random")
-                .create()?;
+            let producer: FutureProducer = producer_config(config).create()?;
             let now = now_ms();
             let mut replayed = 0;
             for e in chosen.iter().filter(|e| e.letter.is_some()) {

@@ -3,7 +3,7 @@
 
 use herald_core::config::Config;
 use herald_core::headers::TRACEPARENT;
-use herald_core::kafka::{add_header, client_config};
+use herald_core::kafka::{add_header, producer_config};
 use rand::{Rng, SeedableRng};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -47,11 +47,7 @@ pub struct ProduceArgs {
 }
 
 pub async fn run(config: &Config, args: ProduceArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let producer: FutureProducer = client_config(config)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("partitioner", "murmur2_random")
-        .create()?;
+    let producer: FutureProducer = producer_config(config).create()?;
     let topic = config.topics.input.clone();
     let events: Box<dyn Iterator<Item = anyhow::Result<(String, String)>>> = match &args.file {
         Some(path) => {

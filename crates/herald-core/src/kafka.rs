@@ -20,6 +20,19 @@ pub fn client_config(config: &Config) -> ClientConfig {
     c
 }
 
+/// Producer config every Herald writer shares: idempotent, `acks=all`, a
+/// short linger, lz4, and the Java clients' murmur2 partitioner so a key
+/// lands on the same partition whichever client produced it.
+pub fn producer_config(config: &Config) -> ClientConfig {
+    let mut c = client_config(config);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random");
+    c
+}
+
 /// The value of header `name` as UTF-8, if present.
 pub fn header_str<'a, M: Message>(msg: &'a M, name: &str) -> Option<&'a str> {
     let h = msg.headers()?;

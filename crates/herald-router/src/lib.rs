@@ -14,7 +14,7 @@ pub use route::{route_record, Output};
 use dedupe::Dedupe;
 use herald_core::admin::{self, Readiness};
 use herald_core::config::Config;
-use herald_core::kafka::{client_config, LagReporter};
+use herald_core::kafka::{client_config, producer_config, LagReporter};
 use herald_core::metrics::{BoundedLabel, RouterMetrics};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -170,13 +170,8 @@ fn route_loop(
             std::env::var("HOSTNAME").unwrap_or_else(|_| format!("pid{}", std::process::id()));
         format!("{group}.{host}")
     });
-    let producer: ThreadedProducer<_> = client_config(config)
+    let producer: ThreadedProducer<_> = producer_config(config)
         .set("transactional.id", &transactional_id)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("partitioner", "murmur2_random")
         .set("transaction.timeout.ms", "60000")
         .create()?;
     producer.init_transactions(TXN_TIMEOUT)?;
