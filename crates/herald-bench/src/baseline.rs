@@ -104,14 +104,9 @@ fn copy_loop(config: &Config, transactional: bool, stop: &AtomicBool) -> anyhow:
         .set("statistics.interval.ms", "5000")
         .create()?;
     consumer.subscribe(&[&config.topics.input])?;
-    // The router's producer settings.
-    let mut pc = herald_core::kafka::client_config(config);
-    pc.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("partitioner", "murmur2_random")
-        .set("transaction.timeout.ms", "60000");
+    // The router's producer settings (every Herald writer shares them).
+    let mut pc = herald_core::kafka::producer_config(config);
+    pc.set("transaction.timeout.ms", "60000");
     if transactional {
         pc.set("transactional.id", format!("{}.copy", config.topics.prefix));
     }
@@ -182,19 +177,31 @@ fn copy_loop(config: &Config, transactional: bool, stop: &AtomicBool) -> anyhow:
         for ((topic, partition), offset) in &next {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
+        // Like the router, wait for the acknowledgements in short steps
+        // before rdkafka's flush (which polls in 100 ms steps while the
+        // ThreadedProducer's thread takes the delivery reports).
         if transactional {
             let meta = consumer
                 .group_metadata()
                 .context("consumer has no group metadata")?;
             producer.send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT)?;
+            wait_for_acks(&producer);
             producer.commit_transaction(TXN_TIMEOUT)?;
         } else {
+            wait_for_acks(&producer);
             producer.flush(TXN_TIMEOUT)?;
             consumer.commit(&tpl, CommitMode::Async)?;
         }
     }
     consumer.unsubscribe();
     Ok(())
+}
+
+fn wait_for_acks(producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>) {
+    let deadline = Instant::now() + TXN_TIMEOUT;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// `herald-bench http-loop`: POSTs event `i % count` of run `run`, signed

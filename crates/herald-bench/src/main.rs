@@ -338,10 +338,14 @@ fn sizes(run: &str) -> Sizes {
 
 fn settings() -> BTreeMap<&'static str, String> {
     let mut m = BTreeMap::new();
-    m.insert(
-        "router batching",
-        "defaults: 500 records or 100 ms per transaction".into(),
-    );
+    m.insert("router batching", {
+        let r = herald_core::config::RouterConfig::default();
+        format!(
+            "defaults: {} records or {} ms per transaction",
+            r.batch_max_records,
+            r.batch_max_wait.as_millis()
+        )
+    });
     m.insert("adapter", "defaults (commit every 1 s), webhook kind, signed (Standard Webhooks), 5 s timeout where not stated".into());
     m.insert(
         "retry tiers",

@@ -283,6 +283,10 @@ impl Results {
                 }
             }
         }
+        for r in self.latency.iter().flatten() {
+            m.insert(format!("p50 at {}", r.rate), summary(&r.latency.p50_ms));
+            m.insert(format!("p99 at {}", r.rate), summary(&r.latency.p99_ms));
+        }
         m.insert("mode".into(), self.plan.mode.to_string());
         m
     }
@@ -473,7 +477,8 @@ impl Results {
             s,
             "Deliveries/s arriving at the same local sink (answers 204 at once), from a pre-filled destination topic. \
              `adapter` is herald-adapter (consume, decode the Delivery, build and sign the request, POST, \
-             write the attempt and ledger records, commit offsets). `http-loop` is a raw reqwest loop POSTing \
+             write the attempt and ledger records, commit offsets), with adaptive concurrency off so the limit is exactly the \
+             stated one. `http-loop` is a raw reqwest loop POSTing \
              the same signed {}-byte bodies at the same concurrency with the same client settings, and no Kafka.\n",
             x.body_bytes
         );
@@ -506,8 +511,8 @@ impl Results {
         let _ = writeln!(
             s,
             "From the producer's send call to arrival at the sink, for every event produced in the window, at each of 3 \
-             destinations (one adapter each), with Herald's default batching (router: up to 500 records or 100 ms per \
-             transaction; consumers read committed). The offered rates are what this 2-core box sustains with the \
+             destinations (one adapter each), with Herald's default batching (see router batching \
+             under Parameters; consumers read committed). The offered rates are what this 2-core box sustains with the \
              broker, the router, three adapters, the load generator and the sink all on it; higher rates measure the \
              queue, not the pipeline. Events that never arrived within the drain timeout count as infinitely late.\n"
         );
@@ -560,6 +565,18 @@ impl Results {
             );
         }
         s.push('\n');
+        let flaky: Vec<f64> = x
+            .runs_with
+            .iter()
+            .filter_map(|r| r.flaky_requests)
+            .map(|n| n as f64)
+            .collect();
+        let _ = writeln!(
+            s,
+            "The flaky destination received {} requests per run (median): its own adapter's adaptive \
+             concurrency and circuit breaker hold it back, so its lag grows instead of its load.\n",
+            summary(&Summary::of(flaky))
+        );
         let _ = writeln!(
             s,
             "- healthy p99 with / without: **{}**",

@@ -188,6 +188,38 @@ pub async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Deletes `topic` and creates it again as `config` plans it, empty.
+pub async fn recreate_topic(bootstrap: &str, config: &Config, topic: &str) -> anyhow::Result<()> {
+    delete_topics(bootstrap, topic).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Deletion completes asynchronously; creating too early would find the
+    // old topic still there.
+    while topic_exists(bootstrap, topic).await? {
+        if Instant::now() > deadline {
+            bail!("topic {topic} was not deleted within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let plan: Vec<_> = topic_plan(config)
+        .into_iter()
+        .filter(|t| t.name == topic)
+        .collect();
+    apply_topics(config, &plan).await?;
+    let (b, t) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || end_offsets(&b, &t)).await??;
+    Ok(())
+}
+
+async fn topic_exists(bootstrap: &str, topic: &str) -> anyhow::Result<bool> {
+    let consumer: BaseConsumer = client(bootstrap).create()?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+        let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+        Ok(md.topics().iter().any(|t| t.name() == topic))
+    })
+    .await?
+}
+
 /// Deletes a consumer group, retrying while its last member is still
 /// leaving, so the next repetition starts from the beginning of the topic.
 pub async fn delete_group(bootstrap: &str, group: &str) -> anyhow::Result<()> {

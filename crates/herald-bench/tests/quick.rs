@@ -161,4 +161,8 @@ fn quick_run_measures_every_scenario() {
     ] {
         assert!(md.contains(heading), "benchmarks.md lacks {heading}");
     }
+    assert!(
+        !md.contains("{{"),
+        "a placeholder in notes.md names no figure:\n{md}"
+    );
 }

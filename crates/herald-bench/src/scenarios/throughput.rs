@@ -282,7 +282,11 @@ pub async fn adapter(ctx: &Ctx) -> anyhow::Result<AdapterResult> {
     let p = &ctx.plan;
     let prefix = format!("{}-s2", ctx.run);
     let dest = "fast";
-    let spec = DestSpec::new(dest, ctx.sink.url("/fast")).with("timeout = \"5s\"");
+    // A fixed limit, like the baseline's: the adaptive limit would react to
+    // this machine's latency noise and blur the comparison.
+    let spec = DestSpec::new(dest, ctx.sink.url("/fast"))
+        .with("timeout = \"5s\"")
+        .with("adaptive_concurrency = false");
     let (path, cfg) = workload::write_config(
         &ctx.work,
         &ctx.bootstrap,
@@ -325,7 +329,11 @@ pub async fn adapter(ctx: &Ctx) -> anyhow::Result<AdapterResult> {
                 let log = format!("{prefix}.c{c}.r{rep}-{side}");
                 let mut svc = match side {
                     "adapter" => {
+                        // Start from the beginning of the backlog with an
+                        // empty ledger: otherwise the adapter rightly skips
+                        // what an earlier repetition delivered.
                         workload::delete_group(&ctx.bootstrap, &group).await?;
+                        workload::recreate_topic(&ctx.bootstrap, &cfg, &names.ledger(dest)).await?;
                         ctx.start_adapter(&path, dest, &env, &log)?
                     }
                     _ => {
