@@ -73,7 +73,7 @@ if [[ $rc != 0 ]]; then
   exit "$rc"
 fi
 
-test_cmd=(cargo test ${scope[@]+"${scope[@]}"} ${cargo_args[@]+"${cargo_args[@]}"}
+test_cmd=(cargo test --no-fail-fast ${scope[@]+"${scope[@]}"} ${cargo_args[@]+"${cargo_args[@]}"}
   -- ${threads[@]+"${threads[@]}"} ${bin_args[@]+"${bin_args[@]}"})
 say "${test_cmd[*]}"
 "${test_cmd[@]}" || rc=$?
