@@ -228,7 +228,13 @@ impl Results {
         if let Some(b) = &self.broker {
             if let Some(x) = &self.router {
                 let fanout = x.destinations as f64;
-                let out = Summary::of(vec![x.sides["router"].rate.median * fanout]);
+                // The router also writes one dedupe-changelog record per
+                // event when dedupe is on (the default).
+                let dedupe = !herald_core::config::RouterConfig::default()
+                    .dedupe_window
+                    .is_zero();
+                let router_fanout = fanout + f64::from(u8::from(dedupe));
+                let out = Summary::of(vec![x.sides["router"].rate.median * router_fanout]);
                 r.insert(
                     "ceiling: router output records/s / producer perf".into(),
                     ratio_of_medians(&out, &b.producer),
@@ -599,7 +605,8 @@ impl Results {
             s,
             "From `/proc/<pid>`: peak RSS is VmHWM, steady RSS the median VmRSS over the measurement window, CPU is \
              user + system time over the window divided by the events handled in it. At a fixed offered rate \
-             (scenario 3's runs), per service:\n"
+             (scenario 3's runs), per service; at low rates the CPU per event is mostly the fixed cost of an idle \
+             service (librdkafka's polling and timers), well above the saturated figures further down:\n"
         );
         let _ = writeln!(s, "| offered events/s | service | peak RSS MB | steady RSS MB | CPU s per M events |\n|---|---|---|---|---|");
         let mut rates: Vec<(&String, f64)> = x
@@ -666,6 +673,10 @@ impl Results {
         let _ = writeln!(s, "| tool | records/s |\n|---|---|");
         let _ = writeln!(s, "| ProducerPerformance | {} |", summary(&b.producer));
         let _ = writeln!(s, "| ConsumerPerformance | {} |\n", summary(&b.consumer));
+        let _ = writeln!(
+            s,
+            "The router's output counts, per event, its Deliveries and its dedupe-changelog record; the copy's, its copies.\n"
+        );
         for (k, v) in self.ratios.iter().filter(|(k, _)| k.starts_with("ceiling")) {
             let _ = writeln!(s, "- {k}: **{}**", ratio(v));
         }

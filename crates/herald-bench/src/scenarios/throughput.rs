@@ -63,14 +63,23 @@ impl Side {
     }
 }
 
-/// Waits for the first progress, skips the warm-up, measures. `count`
-/// returns the records processed so far.
+/// Waits for the first progress, then samples progress and `/proc` every
+/// 100 ms until the warm-up and the measured window have passed or the
+/// backlog is nearly used up. The window is the samples after the warm-up;
+/// if the backlog ran out too early for that (at least a second), it is the
+/// samples between 5% and 95% of the backlog instead, flagged `depleted`.
+/// `count` returns the records processed so far.
 async fn measure(
     ctx: &Ctx,
     svc: &mut Service,
     total: f64,
     mut count: impl FnMut() -> anyhow::Result<f64>,
 ) -> anyhow::Result<Run> {
+    struct Sample {
+        at: Instant,
+        done: f64,
+        proc: crate::procs::ProcSample,
+    }
     let tick = Duration::from_millis(100);
     let mut read = || tokio::task::block_in_place(&mut count);
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -87,32 +96,52 @@ async fn measure(
         );
         tokio::time::sleep(tick).await;
     }
-    tokio::time::sleep(ctx.plan.warmup).await;
-    svc.check_alive()?;
-    let (t1, c1) = (Instant::now(), read()?);
-    let mut fp = Footprint::start(svc.pid);
-    let end = t1 + ctx.plan.measure;
+    let t0 = Instant::now();
+    let (warm_end, end) = (
+        t0 + ctx.plan.warmup,
+        t0 + ctx.plan.warmup + ctx.plan.measure,
+    );
+    let mut samples: Vec<Sample> = Vec::new();
     let mut depleted = false;
-    let (mut t2, mut c2) = (t1, c1);
-    let mut next_sample = t1;
-    while Instant::now() < end {
-        tokio::time::sleep(tick).await;
-        (t2, c2) = (Instant::now(), read()?);
-        if t2 >= next_sample {
-            fp.observe(svc.pid);
-            next_sample = t2 + Duration::from_millis(500);
-        }
-        if c2 - base >= 0.95 * total {
+    loop {
+        let done = read()? - base;
+        let proc = crate::procs::sample(svc.pid).unwrap_or_default();
+        let at = Instant::now();
+        samples.push(Sample { at, done, proc });
+        if done >= 0.95 * total {
             depleted = true;
             break;
         }
+        if at >= end {
+            break;
+        }
+        tokio::time::sleep(tick).await;
     }
-    fp.observe(svc.pid);
     svc.check_alive()?;
-    let window = (t2 - t1).as_secs_f64();
-    let events = c2 - c1;
+    let last = samples.len() - 1;
+    let after_warmup = samples.iter().position(|x| x.at >= warm_end);
+    let first = match after_warmup {
+        Some(i) if (samples[last].at - samples[i].at) >= Duration::from_secs(1) => i,
+        _ => {
+            depleted = true;
+            samples
+                .iter()
+                .position(|x| x.done >= 0.05 * total)
+                .unwrap_or(0)
+                .min(last)
+        }
+    };
+    let (a, b) = (&samples[first], &samples[last]);
+    let window = (b.at - a.at).as_secs_f64();
+    let events = b.done - a.done;
+    let fp = Footprint {
+        cpu_start: a.proc.cpu_s,
+        cpu_end: b.proc.cpu_s,
+        rss_samples: samples[first..].iter().map(|x| x.proc.rss_kb).collect(),
+        peak_kb: b.proc.hwm_kb,
+    };
     Ok(Run {
-        rate: if window > 0.0 {
+        rate: if window > 0.0 && events > 0.0 {
             events / window
         } else {
             f64::NAN
