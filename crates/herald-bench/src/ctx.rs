@@ -71,7 +71,7 @@ impl Plan {
             latency_measure: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             perf_records: 400_000,
-            perf_reps: 2,
+            perf_reps: 4,
         }
     }
 

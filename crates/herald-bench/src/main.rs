@@ -199,11 +199,22 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         errors.push(format!("{name}: {e:#}"));
     };
 
-    let mut broker = None;
-    if want("broker") {
-        match scenarios::broker::broker(&ctx, sizes.delivery).await {
-            Ok(r) => broker = Some(r),
-            Err(e) => note("broker", e),
+    // The broker's ceiling: half the repetitions now, half at the end.
+    let perf_reps = if want("broker") {
+        ctx.plan.perf_reps
+    } else {
+        0
+    };
+    let mut perf_runs = Vec::new();
+    let mut broker_failed = false;
+    for rep in 0..perf_reps.div_ceil(2) {
+        match scenarios::broker::broker_rep(&ctx, sizes.delivery, rep).await {
+            Ok(r) => perf_runs.push(r),
+            Err(e) => {
+                note("broker", e);
+                broker_failed = true;
+                break;
+            }
         }
     }
     let mut router = None;
@@ -234,6 +245,20 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             Err(e) => note("isolation", e),
         }
     }
+    if !broker_failed {
+        for rep in perf_reps.div_ceil(2)..perf_reps {
+            match scenarios::broker::broker_rep(&ctx, sizes.delivery, rep).await {
+                Ok(r) => perf_runs.push(r),
+                Err(e) => {
+                    note("broker", e);
+                    broker_failed = true;
+                    break;
+                }
+            }
+        }
+    }
+    let broker = (want("broker") && !broker_failed)
+        .then(|| scenarios::broker::result(&ctx, sizes.delivery, &perf_runs));
     // Whatever a failed scenario left behind.
     if let Err(e) = workload::delete_topics(&bootstrap, &run).await {
         ctx.log(format!("could not delete the run's topics: {e:#}"));
