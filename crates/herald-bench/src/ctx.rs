@@ -65,7 +65,7 @@ impl Plan {
             router_backlog: 600_000,
             adapter_backlog: 250_000,
             concurrencies: vec![1, 16, 64],
-            rates: vec![250.0, 1000.0, 2000.0],
+            rates: vec![250.0, 500.0, 1000.0],
             isolation_rate: 500.0,
             latency_warmup: Duration::from_secs(3),
             latency_measure: Duration::from_secs(10),
