@@ -267,8 +267,11 @@ pub struct DestinationConfig {
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Lower the in-flight limit on back-pressure (timeouts, 429, 5xx,
-    /// latency spikes: ×0.9) and raise it back one slot at a time.
-    #[serde(default = "default_true")]
+    /// latency spikes: ×0.9) and raise it back one slot at a time. Off by
+    /// default: it decreases per failed response, so a destination that
+    /// times out at random (not from load) is driven down to one request
+    /// in flight; turn it on for destinations whose failures mean "slow down".
+    #[serde(default)]
     pub adaptive_concurrency: bool,
     /// Extra request headers.
     #[serde(default)]
@@ -334,9 +337,6 @@ pub struct RateLimitConfig {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
-}
-fn default_true() -> bool {
-    true
 }
 fn default_concurrency() -> usize {
     16
