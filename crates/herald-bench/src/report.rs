@@ -588,8 +588,8 @@ impl Results {
             .collect();
         let _ = writeln!(
             s,
-            "The flaky destination received {} requests per run (median): its own adapter's adaptive \
-             concurrency and circuit breaker hold it back, so its lag grows instead of its load.\n",
+            "The flaky destination received {} requests per run (median): requests that time out hold its \
+             adapter's slots, so that adapter falls behind (its own lag grows) while the others go on.\n",
             summary(&Summary::of(flaky))
         );
         let _ = writeln!(
