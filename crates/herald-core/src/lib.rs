@@ -13,6 +13,8 @@ pub mod codec;
 pub mod config;
 pub mod envelope;
 pub mod headers;
+pub mod host;
+pub mod identity;
 pub mod kafka;
 pub mod metrics;
 pub mod otel;
