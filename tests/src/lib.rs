@@ -551,3 +551,70 @@ impl Drop for Pipeline {
         }
     }
 }
+
+// ---- several adapter instances of one destination, topic configs ----
+
+impl Pipeline {
+    /// Starts another adapter process for `destination` with its own
+    /// static-membership name (`--instance-id`), tracked as
+    /// `<destination>#<instance>`.
+    pub fn start_adapter_instance(&mut self, destination: &str, instance: &str) {
+        let cfg = self.config_path.display().to_string();
+        let child = self.spawn(
+            "herald-adapter",
+            &[
+                "--config",
+                &cfg,
+                "--destination",
+                destination,
+                "--instance-id",
+                instance,
+            ],
+        );
+        self.adapters
+            .insert(format!("{destination}#{instance}"), child);
+    }
+
+    /// SIGTERM to an instance started with [`Self::start_adapter_instance`].
+    pub fn stop_adapter_instance(&mut self, destination: &str, instance: &str) -> bool {
+        self.stop_adapter(&format!("{destination}#{instance}"))
+    }
+
+    /// SIGKILL to an instance started with [`Self::start_adapter_instance`].
+    pub fn kill_adapter_instance(&mut self, destination: &str, instance: &str) {
+        self.kill_adapter(&format!("{destination}#{instance}"));
+    }
+
+    /// Sets topic-level configs (e.g. `retention.ms`, `max.message.bytes`).
+    pub async fn alter_topic(&self, topic: &str, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&self.config).create().expect("admin client");
+        let mut change = AlterConfig::new(ResourceSpecifier::Topic(topic));
+        for (k, v) in configs {
+            change = change.set(k, v);
+        }
+        let res = admin
+            .alter_configs(&[change], &AdminOptions::new())
+            .await
+            .expect("alter_configs");
+        for r in res {
+            r.unwrap_or_else(|e| panic!("altering {topic}: {e:?}"));
+        }
+    }
+
+    /// The text of every service log so far that matches `service` (e.g.
+    /// `herald-adapter-slow`).
+    pub fn log_of(&self, service: &str) -> String {
+        self.logs
+            .iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| f.starts_with(service))
+            })
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
+}

@@ -22,6 +22,11 @@ struct Args {
     /// Address for /metrics, /healthz and /readyz (overrides adapter.listen).
     #[arg(long)]
     listen: Option<String>,
+    /// This process's stable name in the consumer group (overrides
+    /// adapter.instance_id; default: the host name). Give each adapter of
+    /// one destination on the same host its own.
+    #[arg(long, env = "HERALD_INSTANCE_ID")]
+    instance_id: Option<String>,
 }
 
 #[tokio::main]
@@ -37,6 +42,9 @@ async fn main() -> anyhow::Result<()> {
     config.check_secrets(Some(&args.destination))?;
     if let Some(l) = args.listen {
         config.adapter.listen = l;
+    }
+    if let Some(i) = args.instance_id {
+        config.adapter.instance_id = Some(i);
     }
     herald_adapter::run(config, args.destination).await
 }

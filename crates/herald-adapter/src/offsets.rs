@@ -14,8 +14,12 @@ struct Track {
     pending: BTreeMap<i64, i64>,
     /// One past the highest offset seen.
     next: i64,
-    /// Last offset committed (or -1).
+    /// Last commit point requested (or -1).
     committed: i64,
+    /// Last commit point the broker confirmed (or -1).
+    confirmed: i64,
+    /// Delivery tasks running for this partition.
+    running: usize,
 }
 
 #[derive(Debug, Default)]
@@ -29,10 +33,18 @@ impl OffsetTracker {
     pub fn start(&mut self, tp: &Tp, offset: i64, ready_at: i64) {
         let t = self.parts.entry(tp.clone()).or_insert_with(|| Track {
             committed: -1,
+            confirmed: -1,
             ..Track::default()
         });
         t.pending.insert(offset, ready_at);
         t.next = t.next.max(offset + 1);
+    }
+
+    /// A delivery task started for a record of `tp`.
+    pub fn begin(&mut self, tp: &Tp) {
+        if let Some(t) = self.parts.get_mut(tp) {
+            t.running += 1;
+        }
     }
 
     /// A record's outcome is durable. Unknown partitions (revoked since) are
@@ -40,6 +52,36 @@ impl OffsetTracker {
     pub fn finish(&mut self, tp: &Tp, offset: i64) {
         if let Some(t) = self.parts.get_mut(tp) {
             t.pending.remove(&offset);
+            t.running = t.running.saturating_sub(1);
+        }
+    }
+
+    /// A task gave up on a record (the adapter is stopping): it stays
+    /// unfinished, so its offset is never committed past.
+    pub fn abandon(&mut self, tp: &Tp, _offset: i64) {
+        if let Some(t) = self.parts.get_mut(tp) {
+            t.running = t.running.saturating_sub(1);
+        }
+    }
+
+    /// Delivery tasks still running for any of `tps`.
+    pub fn running(&self, tps: &[Tp]) -> usize {
+        tps.iter()
+            .filter_map(|tp| self.parts.get(tp))
+            .map(|t| t.running)
+            .sum()
+    }
+
+    /// The broker answered an offset commit: on success the point is
+    /// confirmed; on failure the partition's point is asked for again by
+    /// the next [`Self::take_commits`] (unless a later commit moved it).
+    pub fn commit_result(&mut self, tp: &Tp, offset: i64, ok: bool) {
+        if let Some(t) = self.parts.get_mut(tp) {
+            if ok {
+                t.confirmed = t.confirmed.max(offset);
+            } else if t.committed == offset {
+                t.committed = t.confirmed;
+            }
         }
     }
 
@@ -59,13 +101,13 @@ impl OffsetTracker {
     }
 
     /// Forgets partitions that were revoked, returning their final commit
-    /// points (where they moved).
+    /// points (where they moved since the last confirmed commit).
     pub fn revoke(&mut self, tps: &[Tp]) -> Vec<(Tp, i64)> {
         let mut out = Vec::new();
         for tp in tps {
             if let Some(t) = self.parts.remove(tp) {
                 let point = t.pending.keys().next().copied().unwrap_or(t.next);
-                if point > t.committed {
+                if point > t.confirmed {
                     out.push((tp.clone(), point));
                 }
             }
@@ -125,5 +167,41 @@ mod tests {
         assert_eq!(o.revoke(&[tp()]), vec![(tp(), 1)]);
         o.finish(&tp(), 1);
         assert_eq!(o.take_commits(), vec![]);
+    }
+
+    #[test]
+    fn a_failed_commit_is_asked_for_again() {
+        let mut o = OffsetTracker::default();
+        o.start(&tp(), 0, 0);
+        o.finish(&tp(), 0);
+        assert_eq!(o.take_commits(), vec![(tp(), 1)]);
+        assert_eq!(o.take_commits(), vec![], "in flight: not asked twice");
+        o.commit_result(&tp(), 1, false);
+        assert_eq!(o.take_commits(), vec![(tp(), 1)], "retried after failure");
+        o.commit_result(&tp(), 1, true);
+        assert_eq!(o.take_commits(), vec![]);
+        // A revoke re-commits anything not confirmed.
+        o.start(&tp(), 1, 0);
+        o.finish(&tp(), 1);
+        assert_eq!(o.take_commits(), vec![(tp(), 2)]);
+        assert_eq!(o.revoke(&[tp()]), vec![(tp(), 2)]);
+    }
+
+    #[test]
+    fn running_tasks_are_counted_per_partition() {
+        let mut o = OffsetTracker::default();
+        o.start(&tp(), 0, 0);
+        o.start(&tp(), 1, 0);
+        o.begin(&tp());
+        o.begin(&tp());
+        assert_eq!(o.running(&[tp()]), 2);
+        o.finish(&tp(), 0);
+        o.abandon(&tp(), 1);
+        assert_eq!(o.running(&[tp()]), 0);
+        assert_eq!(
+            o.take_commits(),
+            vec![(tp(), 1)],
+            "abandoned stays unfinished"
+        );
     }
 }

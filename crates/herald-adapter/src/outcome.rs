@@ -5,7 +5,8 @@
 use herald_core::classify::{ErrorClass, Verdict};
 use herald_core::codec::AvroRecord;
 use herald_core::envelope::{
-    Attempt, AttemptError, AttemptOutcome, DeadLetter, Delivery, DlqReason,
+    Attempt, AttemptError, AttemptOutcome, DeadLetter, Delivery, DlqReason, LedgerEntry,
+    LedgerState,
 };
 use herald_core::headers as h;
 use herald_core::kafka::add_header;
@@ -48,6 +49,7 @@ pub fn plan(
     policy: &RetryPolicy,
     mut delivery: Delivery,
     key: Vec<u8>,
+    identity: &str,
     trace: Option<&TraceHeaders>,
     result: &AttemptResult,
     rng: &mut impl rand::Rng,
@@ -181,22 +183,98 @@ pub fn plan(
         value: Some(attempt.to_avro().expect("attempts encode")),
         headers: state_headers(OwnedHeaders::new(), &delivery),
     });
-    if !matches!(outcome, AttemptOutcome::Retry) {
-        // Terminal state per event, compacted by event id.
-        let state = serde_json::json!({
-            "state": outcome.as_str(),
-            "attempts": attempt_no,
-            "at": now,
-        });
-        records.push(Record {
-            partition: None,
-            topic: names.ledger(&dest),
-            key: delivery.event.id.as_bytes().to_vec(),
-            value: Some(state.to_string().into_bytes()),
-            headers: OwnedHeaders::new(),
-        });
-    }
+    // The event's latest step, compacted by identity: terminal states, and
+    // retries too, so a successor skips copies the chain has moved past.
+    let state = match &next {
+        Next::Delivered => LedgerState::Delivered,
+        Next::Retry { .. } => LedgerState::Retrying,
+        Next::Dead(DlqReason::Expired) => LedgerState::Expired,
+        Next::Dead(_) => LedgerState::DeadLettered,
+    };
+    records.push(ledger_record(names, &delivery, identity, state, now));
     (next, records)
+}
+
+/// The ledger record of an event's latest step (partition set by the
+/// caller: ledger partition N covers delivery partition N).
+pub fn ledger_record(
+    names: &TopicNames,
+    delivery: &Delivery,
+    identity: &str,
+    state: LedgerState,
+    at: i64,
+) -> Record {
+    let entry = LedgerEntry {
+        identity: identity.to_string(),
+        event_id: delivery.event.id.clone(),
+        source: delivery.event.source.clone(),
+        state,
+        attempts: delivery.attempts,
+        at,
+    };
+    Record {
+        partition: None,
+        topic: names.ledger(&delivery.destination),
+        key: identity.as_bytes().to_vec(),
+        value: Some(entry.to_avro().expect("ledger entries encode")),
+        headers: OwnedHeaders::new(),
+    }
+}
+
+/// The records that settle a delivery without an attempt: its age budget
+/// ran out, or its record is about to outlive the topic's retention.
+pub fn plan_expired(
+    names: &TopicNames,
+    mut delivery: Delivery,
+    key: Vec<u8>,
+    identity: &str,
+    trace: Option<&TraceHeaders>,
+    why: &str,
+    now: i64,
+) -> Vec<Record> {
+    delivery.history.push(AttemptError {
+        attempt: delivery.attempts,
+        at: now,
+        error_class: "expired".to_string(),
+        status: None,
+        message: why.to_string(),
+    });
+    let mut hs = OwnedHeaders::new();
+    if let Some(t) = trace {
+        hs = t.add_to(hs);
+    }
+    hs = add_header(hs, h::CE_ID, &delivery.event.id);
+    hs = add_header(hs, h::CE_TYPE, &delivery.event.r#type);
+    hs = add_header(hs, h::ATTEMPT, &delivery.attempts.to_string());
+    hs = add_header(hs, h::ORIGINAL_TOPIC, &delivery.origin_topic);
+    hs = add_header(
+        hs,
+        h::ORIGINAL_PARTITION,
+        &delivery.origin_partition.to_string(),
+    );
+    hs = add_header(hs, h::ORIGINAL_OFFSET, &delivery.origin_offset.to_string());
+    hs = add_header(hs, h::DLQ_REASON, DlqReason::Expired.as_str());
+    hs = add_header(
+        hs,
+        h::ERROR_MESSAGE,
+        &h::truncate(why, h::MAX_ERROR_MESSAGE),
+    );
+    let ledger = ledger_record(names, &delivery, identity, LedgerState::Expired, now);
+    let dl = DeadLetter {
+        delivery,
+        reason: DlqReason::Expired.as_str().to_string(),
+        dead_at: now,
+    };
+    vec![
+        Record {
+            partition: None,
+            topic: names.dlq(&dl.delivery.destination),
+            key,
+            value: Some(dl.to_avro().expect("dead letters encode")),
+            headers: hs,
+        },
+        ledger,
+    ]
 }
 
 /// `herald-error-class`, `-status`, `-message`.
@@ -274,6 +352,7 @@ mod tests {
             &policy(),
             d,
             b"k".to_vec(),
+            "0123456789abcdef0123456789abcdef",
             Some(&trace),
             &r,
             &mut StdRng::seed_from_u64(1),
@@ -307,7 +386,17 @@ mod tests {
                 delay: Duration::from_secs(1)
             }
         );
-        assert_eq!(topics(&rs), ["herald.dest.crm.retry.1s", "herald.attempts"]);
+        assert_eq!(
+            topics(&rs),
+            [
+                "herald.dest.crm.retry.1s",
+                "herald.attempts",
+                "herald.dest.crm.ledger"
+            ]
+        );
+        let step = LedgerEntry::decode_any(rs[2].value.as_ref().unwrap()).unwrap();
+        assert_eq!((step.state, step.attempts), (LedgerState::Retrying, 1));
+        assert_eq!(rs[2].key, b"0123456789abcdef0123456789abcdef");
         let d = Delivery::from_avro(rs[0].value.as_ref().unwrap()).unwrap();
         assert_eq!(
             (d.attempts, d.due_at, d.first_attempt_at),

@@ -182,9 +182,12 @@ pub async fn run(config: &Config, cmd: DlqCmd, json: bool) -> anyhow::Result<Exi
             for e in chosen.iter().filter(|e| e.letter.is_some()) {
                 let letter = e.letter.as_ref().expect("filtered");
                 let mut d = letter.delivery.clone();
-                // A fresh budget: the operator decided this is worth trying again.
+                // A fresh budget: the operator decided this is worth trying
+                // again. The age budget counts from routing, so the replay is
+                // routed anew now (an old event would otherwise expire at once).
                 d.attempts = 0;
                 d.first_attempt_at = None;
+                d.routed_at = now;
                 d.due_at = now;
                 if dry_run {
                     println!("would replay {} → {tier}", d.event.id);

@@ -34,6 +34,8 @@ pub const ERROR_MESSAGE: &str = "herald-error-message";
 pub const INVALID_REASON: &str = "herald-invalid-reason";
 /// On DLQ records: `exhausted`, `permanent` or `poison`.
 pub const DLQ_REASON: &str = "herald-dlq-reason";
+/// What was cut from a dead letter to make it fit its topic: `history` or `data`.
+pub const TRUNCATED: &str = "herald-truncated";
 /// On records written by `herald dlq replay`.
 pub const REPLAYED_AT: &str = "herald-replayed-at";
 
@@ -50,6 +52,38 @@ pub fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// Reads at most `max` bytes of a response body, chunk by chunk, and stops
+/// there: an error response's body only feeds `herald-error-message` and
+/// the attempt's excerpt, and a destination that answers 500 with a
+/// gigabyte (or an endless stream) must cost neither memory nor time beyond
+/// that. The connection is dropped with the rest unread. The bytes are read
+/// as UTF-8 (lossily), cut on a character boundary; a body that fails
+/// mid-way gives what arrived before.
+pub async fn read_excerpt(mut resp: reqwest::Response, max: usize) -> String {
+    let mut buf: Vec<u8> = Vec::with_capacity(max.min(8192));
+    while buf.len() < max {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - buf.len();
+                buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    // A multi-byte character cut at `max` becomes U+FFFD (3 bytes), which
+    // can push the text past `max`: cut back to a character boundary.
+    let mut out = text.into_owned();
+    if out.len() > max {
+        let mut end = max;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
 }
 
 #[cfg(test)]

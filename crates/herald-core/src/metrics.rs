@@ -300,6 +300,10 @@ pub struct AdapterMetrics {
     pub retry_depth: IntGaugeVec,
     /// Records retained on the DLQ topic.
     pub dlq_depth: IntGaugeVec,
+    /// Offset commits the broker refused (retried on the next tick).
+    pub commit_failures: IntCounterVec,
+    /// Outcome records Kafka refused for good (too large), by record role.
+    pub outcome_records_refused: IntCounterVec,
     pub lag: LagMetrics,
 }
 
@@ -320,6 +324,8 @@ impl AdapterMetrics {
             waiting: gauge(&r, "herald_adapter_retry_waiting_records", "Retry-tier records held in memory until due.", &["destination"]),
             retry_depth: gauge(&r, "herald_adapter_retry_depth_records", "Records in a retry tier not yet finished by the destination's adapter group (high watermark minus committed offset).", &["destination", "tier"]),
             dlq_depth: gauge(&r, "herald_adapter_dlq_depth_records", "Records retained on the destination's DLQ topic (high minus low watermark); replay does not remove them, retention does.", &["destination"]),
+            commit_failures: counter(&r, "herald_adapter_commit_failures_total", "Offset commits that failed (retried on the next commit tick; finished records may be delivered again if the adapter dies first).", &["destination"]),
+            outcome_records_refused: counter(&r, "herald_adapter_outcome_records_refused_total", "Outcome records Kafka refused for good (too large for the topic), by role (retry, dlq, attempts, ledger); each is settled another way (a retry becomes a dead letter, a dead letter is truncated).", &["destination", "record"]),
             lag: LagMetrics::new(&r),
             registry: r,
         }
@@ -357,6 +363,7 @@ impl AdapterMetrics {
         self.rate_limit_waits.with_label_values(&[destination]);
         self.redeliveries_suppressed
             .with_label_values(&[destination]);
+        self.commit_failures.with_label_values(&[destination]);
     }
 }
 

@@ -1,0 +1,178 @@
+//! The adapter's Kafka consumer: group membership, what happens when
+//! partitions come and go, and offset commits with their results.
+//!
+//! The rebalance callbacks run inside the driver's `recv()`, so the driver
+//! is not starting work meanwhile. On revoke, the callback waits (bounded)
+//! for delivery tasks already running on those partitions, commits what is
+//! finished and tells the driver to drop their queued records: nothing new
+//! starts for a partition that is leaving, and the new owner starts where
+//! this one stopped. On assign, the new partitions are paused at once and
+//! the driver restores their ledger off the rebalance path.
+
+use crate::ledger::Ledger;
+use crate::offsets::{OffsetTracker, Tp};
+use herald_core::config::Config;
+use herald_core::kafka::LagReporter;
+use herald_core::metrics::AdapterMetrics;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Statistics};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Membership changes for the driver to apply, in order.
+#[derive(Debug, PartialEq)]
+pub enum GroupEvent {
+    Assigned(Vec<Tp>),
+    Revoked(Vec<Tp>),
+}
+
+pub struct AdapterContext {
+    pub offsets: Arc<Mutex<OffsetTracker>>,
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub events: Arc<Mutex<Vec<GroupEvent>>>,
+    pub config: Config,
+    pub destination: String,
+    pub lag: LagReporter,
+    pub metrics: AdapterMetrics,
+    /// How long a revoke waits for running deliveries of its partitions.
+    pub handover_wait: Duration,
+}
+
+impl ClientContext for AdapterContext {
+    fn stats(&self, stats: Statistics) {
+        self.lag.record(&stats);
+    }
+}
+
+fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for AdapterContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let tps = tps_of(tpl);
+            self.events
+                .lock()
+                .expect("events lock")
+                .push(GroupEvent::Revoked(tps.clone()));
+            let waited = self.wait_for_running(&tps);
+            let commits = self.offsets.lock().expect("offsets lock").revoke(&tps);
+            let dest_topic = self.config.topic_names().dest(&self.destination);
+            {
+                let mut ledger = self.ledger.lock().expect("ledger lock");
+                for tp in tps.iter().filter(|tp| tp.0 == dest_topic) {
+                    ledger.forget(tp.1);
+                }
+            }
+            self.lag.revoked(tpl);
+            // Hand over cleanly: commit what is finished before the new
+            // owner starts reading. Unfinished records are re-delivered.
+            if let Err(e) = commit_list(consumer, &commits, CommitMode::Sync) {
+                self.metrics
+                    .commit_failures
+                    .with_label_values(&[&self.destination])
+                    .inc();
+                warn!(error = %e, "Could not commit offsets of revoked partitions; their finished records may be delivered again by the new owner.");
+            }
+            info!(
+                partitions = tps.len(),
+                waited_ms = waited.as_millis() as u64,
+                "Partitions revoked from the adapter."
+            );
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                // Nothing flows until the ledger of these partitions is read.
+                if let Err(e) = consumer.pause(tpl) {
+                    warn!(error = %e, "Could not pause newly assigned partitions.");
+                }
+                self.events
+                    .lock()
+                    .expect("events lock")
+                    .push(GroupEvent::Assigned(tps_of(tpl)));
+                self.lag.assigned(tpl);
+                info!(
+                    partitions = tpl.count(),
+                    "Partitions assigned to the adapter."
+                );
+            }
+            Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let ok = result.is_ok();
+        {
+            let mut tracker = self.offsets.lock().expect("offsets lock");
+            for e in offsets.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    tracker.commit_result(&(e.topic().to_string(), e.partition()), o, ok);
+                }
+            }
+        }
+        if let Err(e) = result {
+            self.metrics
+                .commit_failures
+                .with_label_values(&[&self.destination])
+                .inc();
+            warn!(error = %e, partitions = offsets.count(), "Offset commit failed; it is retried on the next tick.");
+        }
+    }
+}
+
+impl AdapterContext {
+    /// Waits until no delivery task runs for `tps`, at most
+    /// `handover_wait`. Runs inside the driver's poll: the tasks run on the
+    /// runtime's other workers meanwhile.
+    fn wait_for_running(&self, tps: &[Tp]) -> Duration {
+        let started = Instant::now();
+        let deadline = started + self.handover_wait;
+        let wait = || loop {
+            let running = self.offsets.lock().expect("offsets lock").running(tps);
+            if running == 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                warn!(
+                    running,
+                    "Deliveries of revoked partitions still running after the hand-over wait; the new owner may deliver them again."
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+        started.elapsed()
+    }
+}
+
+pub fn commit_list<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    commits: &[(Tp, i64)],
+    mode: CommitMode,
+) -> KafkaResult<()> {
+    if commits.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in commits {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    consumer.commit(&tpl, mode)
+}

@@ -1,0 +1,471 @@
+//! The adapter's loop: polls Kafka at all times (an open circuit or a full
+//! queue pauses partitions, it never stops the poll), feeds the scheduler,
+//! starts delivery tasks as the circuit breaker, the rate limit and the
+//! concurrency limit allow, commits offsets below the lowest unfinished
+//! record, and stops gracefully.
+
+use crate::circuit::{self, Breaker};
+use crate::concurrency::{self, Adaptive};
+use crate::consumer::{commit_list, AdapterContext, GroupEvent};
+use crate::delivery::{self, Deliverer, Received, Slot, SlotReport, Work};
+use crate::expiry::ExpiryRule;
+use crate::ledger::{self, Ledger};
+use crate::offsets::Tp;
+use crate::ratelimit::TokenBucket;
+use crate::scheduler::{Queued, Scheduler};
+use herald_core::admin::Readiness;
+use herald_core::config::{Config, DestinationConfig};
+use herald_core::headers as h;
+use herald_core::kafka::header_str;
+use herald_core::time::now_ms;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// How many deliveries may have finished their HTTP attempt but not yet
+/// made the outcome durable. The concurrency limit bounds only the HTTP
+/// attempts (it protects the destination); the outcome writes wait for
+/// Kafka acknowledgements, and holding a concurrency slot through them
+/// capped throughput. This bound keeps memory in check if Kafka slows.
+const OUTCOMES_IN_FLIGHT: usize = 1024;
+
+/// What the loop needs besides the consumer.
+pub struct Driver<'a> {
+    pub config: &'a Config,
+    pub dc: &'a DestinationConfig,
+    pub consumer: &'a StreamConsumer<AdapterContext>,
+    pub deliverer: Arc<Deliverer>,
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub events: Arc<Mutex<Vec<GroupEvent>>>,
+    pub tiers: HashSet<String>,
+    pub ready: Readiness,
+    pub expiry: ExpiryRule,
+    /// Age (ms) of the record at the group's committed position, per
+    /// partition, as last measured (for draining expiring partitions while
+    /// the circuit is open).
+    pub head_ages: Arc<Mutex<HashMap<Tp, i64>>>,
+}
+
+struct State {
+    sched: Scheduler<Received>,
+    breaker: Breaker,
+    adaptive: Adaptive,
+    bucket: Option<TokenBucket>,
+    in_flight: usize,
+    pending: usize,
+    assigned_once: bool,
+}
+
+impl Driver<'_> {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let dc = self.dc;
+        let d = self.deliverer.clone();
+        let dest = d.destination.clone();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        let (slot_tx, mut slot_rx) = mpsc::unbounded_channel::<SlotReport>();
+        let (restored_tx, mut restored_rx) = mpsc::unbounded_channel::<Vec<Tp>>();
+        let mut st = State {
+            sched: Scheduler::new((dc.concurrency * 4).max(64)),
+            breaker: Breaker::new(
+                dc.circuit.failure_threshold,
+                dc.circuit.cooldown,
+                dc.circuit.max_cooldown,
+            ),
+            adaptive: Adaptive::new(dc.concurrency, dc.adaptive_concurrency),
+            bucket: dc.rate_limit.as_ref().map(|rl| {
+                let burst = rl.burst.unwrap_or(rl.per_second.ceil() as u32);
+                TokenBucket::new(rl.per_second, burst, now_ms())
+            }),
+            in_flight: 0,
+            pending: 0,
+            assigned_once: false,
+        };
+        let mut commit_tick = tokio::time::interval(self.config.adapter.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = crate::shutdown_signal();
+        tokio::pin!(shutdown);
+
+        loop {
+            self.apply_group_events(&mut st, &restored_tx);
+            self.ready.set(st.assigned_once);
+            self.settle_expired(&mut st, &done_tx);
+            let rate_wait = self.start_ready(&mut st, &done_tx, &slot_tx);
+            self.apply_pauses(&mut st);
+            d.metrics
+                .in_flight
+                .with_label_values(&[&dest])
+                .set(st.in_flight as i64);
+            let next_due = st.sched.next_due();
+            let open_until = match st.breaker.state() {
+                circuit::State::Open { until } => Some(until),
+                _ => None,
+            };
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(report) = slot_rx.recv() => self.on_slot(&mut st, report),
+                Some(()) = done_rx.recv() => st.pending -= 1,
+                Some(tps) = restored_rx.recv() => st.sched.restored(&tps),
+                _ = sleep_until_ms(open_until), if open_until.is_some() => {
+                    if st.breaker.tick(now_ms()) {
+                        self.circuit_changed(&mut st);
+                    }
+                }
+                _ = tokio::time::sleep(rate_wait.unwrap_or_default()), if rate_wait.is_some() => {}
+                _ = commit_tick.tick() => {
+                    self.commit();
+                    self.report_lag_seconds();
+                    self.drain_expiring(&mut st);
+                }
+                _ = sleep_until_ms(next_due), if next_due.is_some() => {
+                    let n = st.sched.release_due(now_ms());
+                    d.metrics.waiting.with_label_values(&[&dest]).sub(n as i64);
+                }
+                // Always polled: group liveness never depends on our state.
+                msg = self.consumer.recv() => match msg {
+                    Ok(m) => self.on_record(&mut st, m.detach()),
+                    Err(e) => warn!(error = %e, "Consumer error."),
+                }
+            }
+        }
+        self.stop(&mut st, &mut done_rx).await;
+        Ok(())
+    }
+
+    fn apply_group_events(&self, st: &mut State, restored_tx: &mpsc::UnboundedSender<Vec<Tp>>) {
+        let events = std::mem::take(&mut *self.events.lock().expect("events lock"));
+        for e in events {
+            match e {
+                GroupEvent::Revoked(tps) => {
+                    let dropped = st.sched.revoke(&tps);
+                    if dropped > 0 {
+                        debug!(dropped, "Dropped queued records of revoked partitions.");
+                    }
+                }
+                GroupEvent::Assigned(tps) => {
+                    st.assigned_once = true;
+                    st.sched.assign(tps.iter().cloned());
+                    self.restore_ledger(tps, restored_tx.clone());
+                }
+            }
+        }
+    }
+
+    /// Reads the ledger of newly assigned partitions on a blocking thread;
+    /// they flow once it is loaded (or could not be read: then at worst
+    /// their uncommitted records are delivered again).
+    fn restore_ledger(&self, tps: Vec<Tp>, done: mpsc::UnboundedSender<Vec<Tp>>) {
+        let config = self.config.clone();
+        let dest = self.deliverer.destination.clone();
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match ledger::restore(&config, &dest, &tps) {
+                Ok(found) => {
+                    let n: usize = found.values().map(HashMap::len).sum();
+                    let mut l = ledger.lock().expect("ledger lock");
+                    for (partition, steps) in found {
+                        l.load(partition, steps);
+                    }
+                    info!(
+                        partitions = tps.len(),
+                        entries = n,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "Ledger restored for assigned partitions."
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "Could not read the ledger; records in flight before this assignment may be delivered twice.")
+                }
+            }
+            let _ = done.send(tps);
+        });
+    }
+
+    /// Dead-letters ready records that expired, whatever the circuit says.
+    fn settle_expired(&self, st: &mut State, done: &mpsc::UnboundedSender<()>) {
+        let now = now_ms();
+        let expiry = &self.expiry;
+        let expired = st
+            .sched
+            .take_ready_where(|r| expiring(expiry, r, now).is_some());
+        for Queued { item, .. } in expired {
+            let why = expiring(expiry, &item, now).unwrap_or_default();
+            self.spawn(st, item, Work::Expire(why), done);
+        }
+    }
+
+    /// Starts what is ready while the breaker, the rate limit and the
+    /// concurrency limit allow. Returns how long to wait for a rate token.
+    fn start_ready(
+        &self,
+        st: &mut State,
+        done: &mpsc::UnboundedSender<()>,
+        slots: &mpsc::UnboundedSender<SlotReport>,
+    ) -> Option<Duration> {
+        let d = &self.deliverer;
+        while st.in_flight < st.breaker.allowed_in_flight(st.adaptive.limit())
+            && st.pending < OUTCOMES_IN_FLIGHT
+            && st.sched.ready_len() > 0
+        {
+            if let Some(b) = st.bucket.as_mut() {
+                if !b.try_take(now_ms()) {
+                    d.metrics
+                        .rate_limit_waits
+                        .with_label_values(&[&d.destination])
+                        .inc();
+                    return Some(b.wait(now_ms()).max(Duration::from_millis(1)));
+                }
+            }
+            let q = st.sched.pop_ready().expect("not empty");
+            st.breaker.on_start();
+            let saturated = st.in_flight + 1 >= st.adaptive.limit();
+            self.spawn(
+                st,
+                q.item,
+                Work::Attempt(Slot::new(slots.clone(), saturated)),
+                done,
+            );
+            st.in_flight += 1;
+        }
+        None
+    }
+
+    fn spawn(&self, st: &mut State, r: Received, work: Work, done: &mpsc::UnboundedSender<()>) {
+        let tp = (r.msg.topic().to_string(), r.msg.partition());
+        self.deliverer
+            .offsets
+            .lock()
+            .expect("offsets lock")
+            .begin(&tp);
+        st.pending += 1;
+        delivery::spawn(self.deliverer.clone(), r, work, done.clone());
+    }
+
+    fn apply_pauses(&self, st: &mut State) {
+        for (tp, pause) in st.sched.pause_changes() {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&tp.0, tp.1);
+            let r = if pause {
+                self.consumer.pause(&tpl)
+            } else {
+                self.consumer.resume(&tpl)
+            };
+            match r {
+                Ok(()) => {
+                    debug!(topic = %tp.0, partition = tp.1, pause, "Partition paused/resumed.")
+                }
+                Err(e) => {
+                    warn!(topic = %tp.0, partition = tp.1, pause, error = %e, "Could not pause/resume a partition; trying again.");
+                    st.sched.unapplied(&tp);
+                }
+            }
+        }
+    }
+
+    fn on_slot(&self, st: &mut State, report: SlotReport) {
+        let d = &self.deliverer;
+        st.in_flight -= 1;
+        if st.breaker.on_outcome(report.health, now_ms()).is_some() {
+            self.circuit_changed(st);
+        }
+        let signal = match report.health {
+            circuit::Health::Up => concurrency::Signal::Ok,
+            circuit::Health::Down => concurrency::Signal::BackPressure,
+            circuit::Health::Neutral => concurrency::Signal::None,
+        };
+        if st
+            .adaptive
+            .observe(signal, report.latency, report.saturated)
+        {
+            d.metrics
+                .concurrency_limit
+                .with_label_values(&[&d.destination])
+                .set(st.adaptive.limit() as i64);
+        }
+    }
+
+    /// A circuit transition: open pauses every partition (nothing is
+    /// attempted, lag grows, no budget burns); half-open lets records flow
+    /// for the probe; closed resumes all.
+    fn circuit_changed(&self, st: &mut State) {
+        let d = &self.deliverer;
+        let dest = d.destination.as_str();
+        let state = st.breaker.state();
+        d.metrics
+            .circuit_state
+            .with_label_values(&[dest])
+            .set(state.gauge());
+        match state {
+            circuit::State::Open { until } => {
+                warn!(
+                    destination = dest,
+                    retry_in_ms = until - now_ms(),
+                    "Circuit opened: the destination keeps failing; pausing deliveries."
+                );
+                st.sched.set_circuit(true);
+            }
+            circuit::State::HalfOpen { .. } => {
+                info!(
+                    destination = dest,
+                    "Circuit half-open: sending one probe delivery."
+                );
+                st.sched.set_circuit(false);
+            }
+            circuit::State::Closed => {
+                info!(
+                    destination = dest,
+                    "Circuit closed: the destination recovered."
+                );
+                st.sched.set_circuit(false);
+            }
+        }
+    }
+
+    /// While the circuit is open, partitions whose committed record is
+    /// close to expiring flow so that record can be dead-lettered.
+    fn drain_expiring(&self, st: &mut State) {
+        if !matches!(st.breaker.state(), circuit::State::Open { .. }) {
+            return;
+        }
+        let ages = self.head_ages.lock().expect("head ages lock").clone();
+        for (tp, age) in ages {
+            if self.expiry.head_expiring(&tp.0, age) {
+                info!(topic = %tp.0, partition = tp.1, age_s = age / 1000, "Circuit open, but records are about to expire: draining them to the DLQ.");
+                st.sched.drain_for_expiry(&tp);
+            }
+        }
+    }
+
+    fn on_record(&self, st: &mut State, m: rdkafka::message::OwnedMessage) {
+        let d = &self.deliverer;
+        let tp = (m.topic().to_string(), m.partition());
+        if !st.sched.is_assigned(&tp) {
+            return; // Fetched before a revoke; the new owner reads it.
+        }
+        let now = now_ms();
+        let written_at = m.timestamp().to_millis().unwrap_or(now);
+        let r = Received::new(m, &self.config.router.identity);
+        let suppressed = r.delivery.is_ok()
+            && self.ledger.lock().expect("ledger lock").suppresses(
+                tp.1,
+                &r.identity,
+                r.attempts_made,
+            );
+        let mut offsets = d.offsets.lock().expect("offsets lock");
+        if suppressed {
+            // Delivered (or moved on to a later tier) before a crash or a
+            // rebalance, and not committed then.
+            offsets.start(&tp, r.msg.offset(), written_at);
+            offsets.finish(&tp, r.msg.offset());
+            d.metrics
+                .redeliveries_suppressed
+                .with_label_values(&[&d.destination])
+                .inc();
+            debug!(
+                event_id = r.delivery.as_ref().map(|d| d.event.id.as_str()).unwrap_or_default(),
+                destination = %d.destination,
+                attempt = r.attempts_made + 1,
+                trace_id = header_str(&r.msg, h::TRACEPARENT).and_then(herald_core::otel::trace_id_of),
+                "Already delivered or moved on according to the ledger; skipped."
+            );
+            return;
+        }
+        let due = self.tiers.contains(&tp.0).then(|| {
+            header_str(&r.msg, h::DUE_AT)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        });
+        // A tier record is only late once it is due.
+        offsets.start(&tp, r.msg.offset(), written_at.max(due.unwrap_or(0)));
+        drop(offsets);
+        let expiring = expiring(&self.expiry, &r, now).is_some();
+        let held_before = st.sched.held_len();
+        st.sched.push(Queued { tp, item: r }, due, expiring, now);
+        let held = st.sched.held_len() - held_before;
+        if held > 0 {
+            d.metrics
+                .waiting
+                .with_label_values(&[&d.destination])
+                .add(held as i64);
+        }
+    }
+
+    /// Publishes, per partition, since when its oldest unfinished record has
+    /// been waiting.
+    fn report_lag_seconds(&self) {
+        let d = &self.deliverer;
+        let offsets = d.offsets.lock().expect("offsets lock");
+        for ((topic, partition), since) in offsets.oldest() {
+            d.metrics
+                .lag
+                .seconds
+                .set(&d.group, topic, *partition, since);
+        }
+    }
+
+    fn commit(&self) {
+        let commits = self
+            .deliverer
+            .offsets
+            .lock()
+            .expect("offsets lock")
+            .take_commits();
+        if let Err(e) = commit_list(self.consumer, &commits, CommitMode::Async) {
+            // Not sent at all: ask for these points again next tick.
+            let mut offsets = self.deliverer.offsets.lock().expect("offsets lock");
+            for (tp, o) in &commits {
+                offsets.commit_result(tp, *o, false);
+            }
+            warn!(error = %e, "Offset commit failed; will retry on the next tick.");
+        }
+    }
+
+    /// Graceful stop: nothing new starts; in-flight work gets the grace period.
+    async fn stop(&self, st: &mut State, done_rx: &mut mpsc::UnboundedReceiver<()>) {
+        let grace = self.config.adapter.shutdown_grace;
+        info!(in_flight = st.pending, grace = ?grace, "Shutting down: finishing in-flight deliveries.");
+        let deadline = tokio::time::Instant::now() + grace;
+        while st.pending > 0 {
+            match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+                Ok(Some(())) => st.pending -= 1,
+                _ => {
+                    warn!(in_flight = st.pending, "Grace period over; abandoning in-flight deliveries (they will be re-delivered).");
+                    break;
+                }
+            }
+        }
+        self.deliverer
+            .writer
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        let (commits, unfinished) = {
+            let mut o = self.deliverer.offsets.lock().expect("offsets lock");
+            (o.take_commits(), o.unfinished())
+        };
+        info!(
+            unfinished,
+            "Committing finished offsets; unfinished records will be re-delivered to the next owner."
+        );
+        if let Err(e) = commit_list(self.consumer, &commits, CommitMode::Sync) {
+            warn!(error = %e, "Final offset commit failed; finished records may be re-delivered.");
+        }
+    }
+}
+
+/// Why `r` must be dead-lettered as expired now, if it must.
+fn expiring(rule: &ExpiryRule, r: &Received, now: i64) -> Option<String> {
+    let d = r.delivery.as_ref().ok()?;
+    let ts = r.msg.timestamp().to_millis().unwrap_or(now);
+    rule.why(r.msg.topic(), ts, d.routed_at, now)
+}
+
+async fn sleep_until_ms(due: Option<i64>) {
+    let wait = due.map(|d| d - now_ms()).unwrap_or(0).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
