@@ -71,7 +71,13 @@ pub fn plan(
             let next = match disposition {
                 herald_core::classify::Disposition::Permanent => Next::Dead(DlqReason::Permanent),
                 herald_core::classify::Disposition::Retryable => {
-                    match policy.next(attempt_no as u32, first, now, *retry_after, rng) {
+                    match policy.next(
+                        attempt_no as u32,
+                        delivery.age_origin(now),
+                        now,
+                        *retry_after,
+                        rng,
+                    ) {
                         NextStep::Retry {
                             tier,
                             delay,

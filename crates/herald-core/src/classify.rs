@@ -16,10 +16,16 @@ pub enum ErrorClass {
     Auth,
     Schema,
     Ssrf,
+    /// The request could not be built (e.g. an event id that is not a valid
+    /// HTTP header value): nothing was sent, and a retry builds the same one.
+    Request,
+    /// Never from an attempt: the delivery's age budget or its topic's
+    /// retention ran out before it could be delivered.
+    Expired,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 9] = [
+    pub const ALL: [ErrorClass; 11] = [
         Self::Timeout,
         Self::Connect,
         Self::Http429,
@@ -29,6 +35,8 @@ impl ErrorClass {
         Self::Auth,
         Self::Schema,
         Self::Ssrf,
+        Self::Request,
+        Self::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +50,8 @@ impl ErrorClass {
             Self::Auth => "auth",
             Self::Schema => "schema",
             Self::Ssrf => "ssrf",
+            Self::Request => "request",
+            Self::Expired => "expired",
         }
     }
 }
@@ -65,7 +75,7 @@ pub enum Verdict {
         class: ErrorClass,
         disposition: Disposition,
         status: Option<u16>,
-        /// From `Retry-After` (seconds form) on 429 and 503.
+        /// From `Retry-After` on 429 and 503 ([`parse_retry_after`]).
         retry_after: Option<Duration>,
     },
 }
@@ -79,6 +89,9 @@ pub enum TransportError {
     Connect,
     /// The destination address was refused by policy before connecting.
     Ssrf,
+    /// The request could not be built from the delivery (an invalid header
+    /// value, URL or body): no connection was made, and it never will be.
+    Request,
 }
 
 pub fn classify_transport(e: TransportError) -> Verdict {
@@ -86,6 +99,7 @@ pub fn classify_transport(e: TransportError) -> Verdict {
         TransportError::Timeout => (ErrorClass::Timeout, Disposition::Retryable),
         TransportError::Connect => (ErrorClass::Connect, Disposition::Retryable),
         TransportError::Ssrf => (ErrorClass::Ssrf, Disposition::Permanent),
+        TransportError::Request => (ErrorClass::Request, Disposition::Permanent),
     };
     Verdict::Failure {
         class,
@@ -125,10 +139,23 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>) -> Verdict {
     }
 }
 
-/// Parses `Retry-After` in its delta-seconds form. The HTTP-date form is
-/// rare from APIs; it is ignored and the normal ladder applies.
+/// Parses `Retry-After` (RFC 9110 10.2.3): delta-seconds, or an HTTP-date
+/// (IMF-fixdate such as `Wed, 21 Oct 2015 07:28:00 GMT`, and the obsolete
+/// RFC 850 and asctime forms) taken relative to now. A date already past
+/// gives zero. Anything else is ignored (`None`): the normal ladder applies.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after_at(v, std::time::SystemTime::now())
+}
+
+/// [`parse_retry_after`] with an explicit `now`.
+pub fn parse_retry_after_at(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Larger than u64 seconds: as good as forever.
+        return Some(Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -211,7 +238,81 @@ mod tests {
         assert_eq!(get(500), None);
         assert_eq!(get(400), None);
         assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-5"), None);
+        assert_eq!(parse_retry_after("1.5"), None);
+        assert_eq!(parse_retry_after(""), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn retry_after_http_date_is_relative_to_now() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        // Wed, 21 Oct 2015 07:28:00 GMT
+        let date = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let before = date - Duration::from_secs(90);
+        let imf = "Wed, 21 Oct 2015 07:28:00 GMT";
+        assert_eq!(
+            parse_retry_after_at(imf, before),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after_at(&format!("  {imf} "), before),
+            Some(Duration::from_secs(90))
+        );
+        // The obsolete forms HTTP/1.1 recipients must accept.
+        for obsolete in [
+            "Wednesday, 21-Oct-15 07:28:00 GMT",
+            "Wed Oct 21 07:28:00 2015",
+        ] {
+            assert_eq!(
+                parse_retry_after_at(obsolete, before),
+                Some(Duration::from_secs(90)),
+                "{obsolete}"
+            );
+        }
+        // Already past: retry now (the ladder still applies its own delay).
+        assert_eq!(
+            parse_retry_after_at(imf, date + Duration::from_secs(5)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after_at("Wed, 32 Oct 2015 07:28:00 GMT", before),
+            None
+        );
+        assert_eq!(parse_retry_after_at("21 Oct 2015", before), None);
+        // The wall-clock variant agrees on a date far in the future.
+        let far = parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT").unwrap();
+        let expect = (UNIX_EPOCH + Duration::from_secs(4_102_444_800))
+            .duration_since(SystemTime::now())
+            .unwrap();
+        assert!(
+            far.abs_diff(expect) < Duration::from_secs(60),
+            "{far:?} vs {expect:?}"
+        );
+    }
+
+    /// A request that cannot be built is permanent and says so: it is not
+    /// a connection problem, and retrying would build the same request.
+    #[test]
+    fn request_build_errors_are_permanent() {
+        assert_eq!(
+            classify_transport(TransportError::Request),
+            Verdict::Failure {
+                class: ErrorClass::Request,
+                disposition: Disposition::Permanent,
+                status: None,
+                retry_after: None
+            }
+        );
+        assert_eq!(ErrorClass::Request.as_str(), "request");
+        assert_ne!(
+            classify_transport(TransportError::Request),
+            classify_transport(TransportError::Connect)
+        );
     }
 
     #[test]
@@ -221,7 +322,7 @@ mod tests {
             names,
             [
                 "timeout", "connect", "http-429", "http-5xx", "http-4xx", "contract", "auth",
-                "schema", "ssrf"
+                "schema", "ssrf", "request", "expired"
             ]
         );
     }

@@ -6,7 +6,7 @@
 //! datum), so any consumer holding `schemas/` can decode them without a
 //! registry.
 
-use crate::envelope::{Attempt, DeadLetter, Delivery, Event};
+use crate::envelope::{Attempt, DeadLetter, Delivery, Event, LedgerEntry};
 use crate::headers;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
@@ -19,6 +19,7 @@ pub const EVENT_AVSC: &str = include_str!("../../../schemas/event.avsc");
 pub const DELIVERY_AVSC: &str = include_str!("../../../schemas/delivery.avsc");
 pub const ATTEMPT_AVSC: &str = include_str!("../../../schemas/attempt.avsc");
 pub const DEAD_LETTER_AVSC: &str = include_str!("../../../schemas/dead_letter.avsc");
+pub const LEDGER_AVSC: &str = include_str!("../../../schemas/ledger.avsc");
 
 /// Avro single-object encoding marker.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -124,6 +125,7 @@ avro_record!(Event, "Event", EVENT_AVSC);
 avro_record!(Delivery, "Delivery", DELIVERY_AVSC);
 avro_record!(Attempt, "Attempt", ATTEMPT_AVSC);
 avro_record!(DeadLetter, "DeadLetter", DEAD_LETTER_AVSC);
+avro_record!(LedgerEntry, "LedgerEntry", LEDGER_AVSC);
 
 /// Why an input record was refused. `as_str` values are the low-cardinality
 /// `herald-invalid-reason` header values and metric labels.
@@ -381,6 +383,17 @@ mod tests {
         }
     }
 
+    fn sample_ledger_entry() -> LedgerEntry {
+        LedgerEntry {
+            identity: "0123456789abcdef0123456789abcdef".into(),
+            event_id: "evt_1".into(),
+            source: "/billing".into(),
+            state: crate::envelope::LedgerState::Delivered,
+            attempts: 2,
+            at: 1_700_000_000_200,
+        }
+    }
+
     fn round_trip<T: AvroRecord + PartialEq + std::fmt::Debug>(v: T) {
         let bytes = v.to_avro().unwrap();
         assert_eq!(&bytes[..2], &SINGLE_OBJECT_MAGIC);
@@ -418,6 +431,12 @@ mod tests {
         });
         round_trip(sample_attempt());
         round_trip(sample_dead_letter());
+        for state in crate::envelope::LedgerState::ALL {
+            round_trip(LedgerEntry {
+                state,
+                ..sample_ledger_entry()
+            });
+        }
     }
 
     /// Field names of a record value, recursively, as `a`, `a.b`, ….
@@ -481,6 +500,44 @@ mod tests {
         assert_no_drift(&sample_delivery());
         assert_no_drift(&sample_attempt());
         assert_no_drift(&sample_dead_letter());
+        assert_no_drift(&sample_ledger_entry());
+        // The Rust states and the Avro enum's symbols are the same list.
+        let Schema::Record(r) = &LedgerEntry::schema_info().schema else {
+            panic!("ledger.avsc is a record")
+        };
+        let state = r.fields.iter().find(|f| f.name == "state").unwrap();
+        let Schema::Enum(e) = &state.schema else {
+            panic!("state is an enum")
+        };
+        let ours: Vec<_> = crate::envelope::LedgerState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(e.symbols, ours);
+    }
+
+    /// Ledgers written before ledger.avsc hold JSON; both forms decode.
+    #[test]
+    fn ledger_entries_decode_in_both_forms() {
+        use crate::envelope::LedgerState;
+        let avro = sample_ledger_entry().to_avro().unwrap();
+        assert_eq!(LedgerEntry::decode_any(&avro), Some(sample_ledger_entry()));
+        let old = LedgerEntry::decode_any(br#"{"state":"delivered","attempts":1,"at":7}"#).unwrap();
+        assert_eq!(
+            (old.state, old.attempts, old.at, old.identity.as_str()),
+            (LedgerState::Delivered, 1, 7, "")
+        );
+        let old = LedgerEntry::decode_any(br#"{"state":"dead-lettered","attempts":3,"at":1}"#);
+        assert_eq!(old.map(|e| e.state), Some(LedgerState::DeadLettered));
+        for junk in [
+            &b""[..],
+            b"{}",
+            br#"{"state":"on-the-moon"}"#,
+            b"\xC3\x01garbage!!",
+            &avro[..avro.len() - 1],
+        ] {
+            assert_eq!(LedgerEntry::decode_any(junk), None, "{junk:?}");
+        }
     }
 
     /// The Event record embedded in delivery.avsc (and through it in

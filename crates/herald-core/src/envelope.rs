@@ -71,6 +71,21 @@ pub struct Delivery {
     pub history: Vec<AttemptError>,
 }
 
+impl Delivery {
+    /// Where the retry age budget starts ([`crate::retry::RetryPolicy::next`]):
+    /// when the event was routed, so time spent waiting before any attempt
+    /// (an open circuit, a paused partition, a backlog) counts. Records
+    /// written without a routing time (0) fall back to the first attempt,
+    /// then to `now`.
+    pub fn age_origin(&self, now: i64) -> i64 {
+        if self.routed_at > 0 {
+            self.routed_at
+        } else {
+            self.first_attempt_at.unwrap_or(now)
+        }
+    }
+}
+
 /// The outcome of one attempt as recorded on the attempts topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -123,17 +138,31 @@ pub enum DlqReason {
     Permanent,
     /// A record the adapter cannot even decode.
     Poison,
+    /// Its age budget or its topic's retention ran out before it could be
+    /// delivered (e.g. held behind an open circuit): settled before Kafka
+    /// could delete it unseen.
+    Expired,
 }
 
 impl DlqReason {
-    pub const ALL: [DlqReason; 3] = [Self::Exhausted, Self::Permanent, Self::Poison];
+    pub const ALL: [DlqReason; 4] = [
+        Self::Exhausted,
+        Self::Permanent,
+        Self::Poison,
+        Self::Expired,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Exhausted => "exhausted",
             Self::Permanent => "permanent",
             Self::Poison => "poison",
+            Self::Expired => "expired",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -142,7 +171,114 @@ impl DlqReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub delivery: Delivery,
-    /// `exhausted`, `permanent` or `poison` ([`DlqReason`]).
+    /// `exhausted`, `permanent`, `poison` or `expired` ([`DlqReason`]).
     pub reason: String,
     pub dead_at: i64,
+}
+
+/// The step an event last reached at one destination, as the ledger records
+/// it. The Avro enum `LedgerState` in `schemas/ledger.avsc` has exactly these
+/// symbols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerState {
+    /// The destination accepted it.
+    Delivered,
+    /// A retry record after `attempts` attempts is durable on a tier.
+    Retrying,
+    /// In the DLQ (exhausted, permanent or poison).
+    DeadLettered,
+    /// Dead-lettered because its age budget or retention ran out.
+    Expired,
+    /// Dropped from the DLQ by an operator, with a reason.
+    Discarded,
+    /// Replaced by a newer event for the same entity.
+    Superseded,
+}
+
+impl LedgerState {
+    pub const ALL: [LedgerState; 6] = [
+        Self::Delivered,
+        Self::Retrying,
+        Self::DeadLettered,
+        Self::Expired,
+        Self::Discarded,
+        Self::Superseded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retrying => "retrying",
+            Self::DeadLettered => "dead_lettered",
+            Self::Expired => "expired",
+            Self::Discarded => "discarded",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    /// Also reads `dead-lettered`, the spelling of ledgers written as JSON.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s == "dead-lettered" {
+            return Some(Self::DeadLettered);
+        }
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether nothing more will happen to the event without an operator.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Retrying)
+    }
+}
+
+impl std::fmt::Display for LedgerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event's latest step at one destination: the value of records on
+/// `<prefix>.dest.<d>.ledger`, keyed by `identity`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// The event's identity hash (`router.identity` fields), 32 hex digits.
+    pub identity: String,
+    pub event_id: String,
+    pub source: String,
+    pub state: LedgerState,
+    /// Attempts made when the step was recorded.
+    pub attempts: i32,
+    /// When the step was recorded, ms since the epoch.
+    pub at: i64,
+}
+
+impl LedgerEntry {
+    /// Decodes a ledger value in either form: Avro single-object
+    /// (`schemas/ledger.avsc`), or the untyped JSON that ledgers held before
+    /// it, `{"state":"delivered","attempts":1,"at":…}`. A JSON entry has no
+    /// identity, event id or source (they are empty): its record key is the
+    /// event id. `None` for anything else, tombstones included.
+    pub fn decode_any(bytes: &[u8]) -> Option<LedgerEntry> {
+        use crate::codec::{AvroRecord, SINGLE_OBJECT_MAGIC};
+        if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
+            return LedgerEntry::from_avro(bytes).ok();
+        }
+        #[derive(Deserialize)]
+        struct Legacy {
+            state: String,
+            #[serde(default)]
+            attempts: i64,
+            #[serde(default)]
+            at: i64,
+        }
+        let old: Legacy = serde_json::from_slice(bytes).ok()?;
+        Some(LedgerEntry {
+            identity: String::new(),
+            event_id: String::new(),
+            source: String::new(),
+            state: LedgerState::parse(&old.state)?,
+            attempts: i32::try_from(old.attempts).unwrap_or(i32::MAX),
+            at: old.at,
+        })
+    }
 }

@@ -492,6 +492,8 @@ mod tests {
             waiting,
             retry_depth,
             dlq_depth,
+            commit_failures,
+            outcome_records_refused,
             lag: adapter_lag,
         } = &a;
         for c in [
@@ -500,6 +502,8 @@ mod tests {
             dead_lettered,
             rate_limit_waits,
             redeliveries_suppressed,
+            commit_failures,
+            outcome_records_refused,
         ] {
             counter(c);
         }
