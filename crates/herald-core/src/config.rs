@@ -100,6 +100,39 @@ pub struct TopicsConfig {
     /// Retention of DLQ and invalid topics: long, since they wait for people.
     #[serde(default = "default_dlq_retention", with = "serde_duration")]
     pub dlq_retention: Duration,
+    /// Retention of the ledgers (compacted and deleted: keyed by unique
+    /// events, they would otherwise grow forever). Default: `retention`.
+    /// Must outlast every destination's retry budget.
+    #[serde(
+        default,
+        with = "serde_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ledger_retention: Option<Duration>,
+}
+
+impl TopicsConfig {
+    /// `ledger_retention`, or `retention` when unset.
+    pub fn ledger_retention(&self) -> Duration {
+        self.ledger_retention.unwrap_or(self.retention)
+    }
+}
+
+/// An optional duration (`"7d"`), absent when not configured.
+mod serde_opt_duration {
+    use serde::{Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        crate::time::serde_duration::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => crate::time::serde_duration::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 fn default_prefix() -> String {
@@ -130,6 +163,7 @@ impl Default for TopicsConfig {
             replication_factor: default_replication(),
             retention: default_retention(),
             dlq_retention: default_dlq_retention(),
+            ledger_retention: None,
         }
     }
 }
@@ -585,6 +619,21 @@ impl Config {
             if !(0.0..=1.0).contains(&r.jitter) {
                 return Err(invalid(key("retry.jitter"), "must be between 0 and 1"));
             }
+            // A delivery may still be retried until its age budget ends, then
+            // wait on the longest tier: its ledger entry must outlive that.
+            let budget = r.max_age + r.tiers.last().copied().unwrap_or_default();
+            if self.topics.ledger_retention() < budget {
+                return Err(invalid(
+                    "topics.ledger_retention",
+                    format!(
+                        "{} is shorter than destination {name}'s retry budget \
+                         (retry.max_age + its longest tier = {}); set it (it defaults to \
+                         topics.retention) to at least that",
+                        crate::time::compact_duration(self.topics.ledger_retention()),
+                        crate::time::compact_duration(budget)
+                    ),
+                ));
+            }
             d.route.validate(&key("route"))?;
         }
         Ok(())
@@ -700,6 +749,28 @@ mod tests {
             d.retry.tiers,
             vec![Duration::from_secs(1), Duration::from_secs(2)]
         );
+    }
+
+    #[test]
+    fn ledger_retention_defaults_to_retention_and_covers_the_retry_budget() {
+        let topics = |t: &str| parse(&format!("[topics]\n{t}\n{MINIMAL}"), &[]);
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.topics.ledger_retention, None);
+        assert_eq!(c.topics.ledger_retention(), days(7));
+        let c = topics("retention = \"3d\"").unwrap();
+        assert_eq!(c.topics.ledger_retention(), days(3));
+        let c = topics("ledger_retention = \"2d\"").unwrap();
+        assert_eq!(c.topics.ledger_retention(), days(2));
+        // Default budget: max_age 24h + longest tier 1h.
+        let err = topics("ledger_retention = \"24h\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topics.ledger_retention"), "{err}");
+        assert!(err.contains("crm"), "{err}");
+        let err = topics("retention = \"1d\"").unwrap_err().to_string();
+        assert!(err.contains("topics.ledger_retention"), "{err}");
+        topics("ledger_retention = \"25h\"").unwrap();
     }
 
     #[test]

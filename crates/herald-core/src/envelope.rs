@@ -282,3 +282,85 @@ impl LedgerEntry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::{NextStep, RetryPolicy};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::time::Duration;
+
+    fn delivery(routed_at: i64, first_attempt_at: Option<i64>) -> Delivery {
+        Delivery {
+            event: Event {
+                id: "e1".into(),
+                source: "/s".into(),
+                r#type: "t.x".into(),
+                time: None,
+                subject: None,
+                tenant: None,
+                data: "{}".into(),
+            },
+            destination: "crm".into(),
+            attempts: 0,
+            routed_at,
+            first_attempt_at,
+            due_at: 0,
+            origin_topic: "events".into(),
+            origin_partition: 0,
+            origin_offset: 0,
+            history: vec![],
+        }
+    }
+
+    #[test]
+    fn age_origin_is_the_routing_time() {
+        assert_eq!(delivery(100, Some(500)).age_origin(900), 100);
+        // Written without a routing time: the first attempt, then now.
+        assert_eq!(delivery(0, Some(500)).age_origin(900), 500);
+        assert_eq!(delivery(0, None).age_origin(900), 900);
+    }
+
+    /// An event held 25 h behind an open circuit fails its first attempt:
+    /// its 24 h budget, counted from routing, is spent.
+    #[test]
+    fn an_event_held_before_its_first_attempt_runs_out_of_budget() {
+        let policy = RetryPolicy {
+            tiers: vec![Duration::from_secs(30)],
+            max_attempts: 5,
+            max_age: Duration::from_secs(86_400),
+            jitter: 0.0,
+        };
+        let hour = 3_600_000;
+        let now = 25 * hour;
+        let d = delivery(1, Some(now));
+        let mut rng = StdRng::seed_from_u64(1);
+        assert_eq!(
+            policy.next(1, d.age_origin(now), now, None, &mut rng),
+            NextStep::Exhausted
+        );
+        let fresh = delivery(now - hour, Some(now));
+        assert!(matches!(
+            policy.next(1, fresh.age_origin(now), now, None, &mut rng),
+            NextStep::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn ledger_states_parse_their_names() {
+        for s in LedgerState::ALL {
+            assert_eq!(LedgerState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(
+            LedgerState::parse("dead-lettered"),
+            Some(LedgerState::DeadLettered)
+        );
+        assert_eq!(LedgerState::parse("lost"), None);
+        assert!(!LedgerState::Retrying.is_terminal());
+        assert!(LedgerState::Delivered.is_terminal());
+        for r in DlqReason::ALL {
+            assert_eq!(DlqReason::parse(r.as_str()), Some(r));
+        }
+    }
+}

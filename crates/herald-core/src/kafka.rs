@@ -61,14 +61,17 @@ pub struct TopicSpec {
 
 /// Every topic a configuration needs, input topic included. Retry tiers
 /// share their destination topic's partition count so keys keep their
-/// partition; the ledger is compacted; DLQ and invalid keep data longer.
+/// partition; DLQ and invalid keep data longer. The ledger is compacted
+/// (the newest step per event wins) and also deleted after
+/// `topics.ledger_retention`: its keys are unique events, so compaction
+/// alone would let it grow forever.
 pub fn topic_plan(config: &Config) -> Vec<TopicSpec> {
     let t = &config.topics;
     let names = config.topic_names();
     let spec = |name: String, retention: Duration, compact: bool| {
         let mut cfg = vec![("retention.ms", retention.as_millis().to_string())];
         if compact {
-            cfg = vec![("cleanup.policy", "compact".to_string())];
+            cfg.insert(0, ("cleanup.policy", "compact,delete".to_string()));
         }
         TopicSpec {
             name,
@@ -102,7 +105,7 @@ pub fn topic_plan(config: &Config) -> Vec<TopicSpec> {
             out.push(spec(names.retry(name, *delay), t.retention, false));
         }
         out.push(spec(names.dlq(name), t.dlq_retention, false));
-        out.push(spec(names.ledger(name), t.retention, true));
+        out.push(spec(names.ledger(name), t.ledger_retention(), true));
     }
     out
 }
@@ -270,4 +273,57 @@ pub async fn read_topic_to_end(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(toml: &str) -> Vec<TopicSpec> {
+        let c = Config::from_toml_with_env(toml, "t.toml", std::iter::empty()).unwrap();
+        topic_plan(&c)
+    }
+
+    fn config_of<'a>(plan: &'a [TopicSpec], name: &str) -> &'a [(&'static str, String)] {
+        &plan
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name} not planned"))
+            .config
+    }
+
+    const DEST: &str = r#"
+        [destinations.crm]
+        kind = "webhook"
+        url = "http://127.0.0.1:8080/hook"
+    "#;
+
+    /// The ledger is keyed by unique events: compaction alone never deletes
+    /// anything, so it is also deleted after `topics.ledger_retention`.
+    #[test]
+    fn the_ledger_is_compacted_and_deleted() {
+        let p = plan(DEST);
+        let week = (7 * 86_400_000u64).to_string();
+        assert_eq!(
+            config_of(&p, "herald.dest.crm.ledger"),
+            [
+                ("cleanup.policy", "compact,delete".to_string()),
+                ("retention.ms", week.clone())
+            ]
+        );
+        let p = plan(&format!("[topics]\nledger_retention = \"10d\"\n{DEST}"));
+        assert_eq!(
+            config_of(&p, "herald.dest.crm.ledger")[1],
+            ("retention.ms", (10 * 86_400_000u64).to_string())
+        );
+        // The other topics keep plain time retention.
+        assert_eq!(
+            config_of(&p, "herald.dest.crm"),
+            [("retention.ms", week.clone())]
+        );
+        assert_eq!(
+            config_of(&p, "herald.dest.crm.dlq"),
+            [("retention.ms", (30 * 86_400_000u64).to_string())]
+        );
+    }
 }
