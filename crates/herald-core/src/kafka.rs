@@ -169,9 +169,13 @@ pub struct LagReporter {
 impl LagReporter {
     pub fn record(&self, stats: &rdkafka::Statistics) {
         // Statistics cover exactly the assigned partitions: start afresh so
-        // revoked ones stop being reported by this process.
-        self.metrics.offsets.reset();
+        // revoked ones stop being reported by this process. Topics a lag
+        // probe measures are left to it (crate::lagprobe).
+        self.metrics.reset_unprobed_offsets();
         for (topic, t) in &stats.topics {
+            if self.metrics.seconds.is_probed(&self.group, topic) {
+                continue;
+            }
             for (partition, p) in &t.partitions {
                 let lag = if self.stored_positions {
                     p.consumer_lag_stored

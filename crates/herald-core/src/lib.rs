@@ -4,7 +4,8 @@
 //! configuration ([`config`]), topic names ([`topics`]), Kafka header names
 //! ([`headers`]), failure classification ([`classify`]), the retry ladder
 //! ([`retry`]), Standard Webhooks signing ([`signature`]), Kafka client set-up
-//! ([`kafka`]), metrics ([`metrics`]), the admin HTTP server ([`admin`]),
+//! ([`kafka`]), broker-side consumer lag and retention headroom ([`lagprobe`]),
+//! metrics ([`metrics`]), the admin HTTP server ([`admin`]),
 //! logging ([`telemetry`]) and distributed tracing ([`otel`]).
 
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod headers;
 pub mod host;
 pub mod identity;
 pub mod kafka;
+pub mod lagprobe;
 pub mod metrics;
 pub mod otel;
 pub mod retry;

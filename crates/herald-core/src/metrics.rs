@@ -86,12 +86,35 @@ pub struct LagMetrics {
     pub offsets: IntGaugeVec,
     /// `herald_consumer_lag_seconds{group,topic,partition}`
     pub seconds: OldestUnprocessed,
+    /// `herald_consumer_retention_headroom_seconds{group,topic,partition}`,
+    /// from a [`crate::lagprobe::LagProbe`].
+    pub headroom: RetentionHeadroom,
+    /// `herald_topic_retention_seconds{topic}` (time retention, from the
+    /// broker), from a lag probe.
+    pub retention: GaugeVec,
+    /// `herald_consumer_records_expired_unconsumed_total{group,topic}`
+    pub expired_unconsumed: IntCounterVec,
+    /// `herald_consumer_offset_resets_total{group,topic}`
+    pub offset_resets: IntCounterVec,
 }
 
 impl LagMetrics {
     pub fn new(r: &Registry) -> Self {
         let seconds = OldestUnprocessed::new();
         r.register(Box::new(seconds.clone()))
+            .expect("unique metric");
+        let headroom = RetentionHeadroom::new();
+        r.register(Box::new(headroom.clone()))
+            .expect("unique metric");
+        let retention = GaugeVec::new(
+            Opts::new(
+                "herald_topic_retention_seconds",
+                "The topic's time retention (retention.ms) as the lag probe read it from the broker.",
+            ),
+            &["topic"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(retention.clone()))
             .expect("unique metric");
         Self {
             offsets: gauge(
@@ -101,7 +124,114 @@ impl LagMetrics {
                 &["group", "topic", "partition"],
             ),
             seconds,
+            headroom,
+            retention,
+            expired_unconsumed: counter(
+                r,
+                "herald_consumer_records_expired_unconsumed_total",
+                "Records retention deleted before the group consumed them (its committed offset fell below the low watermark).",
+                &["group", "topic"],
+            ),
+            offset_resets: counter(
+                r,
+                "herald_consumer_offset_resets_total",
+                "Times a partition's committed offset fell below the low watermark, so the group's consumer must reset its position (auto.offset.reset).",
+                &["group", "topic"],
+            ),
         }
+    }
+
+    /// Clears the offsets series of every (group, topic) a lag probe does
+    /// not measure; the statistics path calls it before refilling them.
+    pub fn reset_unprobed_offsets(&self) {
+        for fam in self.offsets.collect() {
+            for m in fam.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                let (group, topic) = (label("group"), label("topic"));
+                if !self.seconds.is_probed(&group, &topic) {
+                    let _ = self.offsets.remove_label_values(&[
+                        group.as_str(),
+                        topic.as_str(),
+                        label("partition").as_str(),
+                    ]);
+                }
+            }
+        }
+    }
+}
+
+/// `herald_consumer_retention_headroom_seconds`: per partition, how long
+/// until retention may delete the record at the group's committed position
+/// (`timestamp + retention.ms - now`; the whole retention when the group is
+/// caught up). Negative once that record is past retention. Computed at
+/// scrape time, so it keeps falling while the group is stuck.
+#[derive(Clone)]
+pub struct RetentionHeadroom {
+    gauge: GaugeVec,
+    /// (group, topic, partition) -> (retention ms, timestamp of the record
+    /// at the committed position; `None` when caught up).
+    heads: Arc<Mutex<Heads>>,
+}
+
+type Heads = HashMap<(String, String, i32), (i64, Option<i64>)>;
+
+impl RetentionHeadroom {
+    fn new() -> Self {
+        let gauge = GaugeVec::new(
+            Opts::new(
+                "herald_consumer_retention_headroom_seconds",
+                "Time until retention may delete the record at the group's committed position (the whole retention when caught up), per partition.",
+            ),
+            &["group", "topic", "partition"],
+        )
+        .expect("valid metric");
+        Self {
+            gauge,
+            heads: Arc::default(),
+        }
+    }
+
+    /// `retention_ms` of `None` (no time retention) stops reporting the
+    /// partition.
+    pub fn set(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        retention_ms: Option<i64>,
+        head_ts: Option<i64>,
+    ) {
+        let key = (group.to_string(), topic.to_string(), partition);
+        let mut heads = self.heads.lock().expect("headroom lock");
+        match retention_ms {
+            Some(r) => heads.insert(key, (r, head_ts)),
+            None => heads.remove(&key),
+        };
+    }
+}
+
+impl Collector for RetentionHeadroom {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = crate::time::now_ms();
+        let heads = self.heads.lock().expect("headroom lock");
+        self.gauge.reset();
+        for ((group, topic, partition), (retention, head)) in heads.iter() {
+            let ms = crate::lagprobe::headroom_ms(*retention, *head, now);
+            self.gauge
+                .with_label_values(&[group.as_str(), topic.as_str(), &partition.to_string()])
+                .set(ms as f64 / 1000.0);
+        }
+        self.gauge.collect()
     }
 }
 
@@ -117,6 +247,9 @@ impl LagMetrics {
 pub struct OldestUnprocessed {
     gauge: GaugeVec,
     since: Arc<Mutex<WaitingSince>>,
+    /// (group, topic) pairs a lag probe measures: the probe's values win,
+    /// and the service's own `set`/`remove` calls for them are ignored.
+    probed: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 /// (group, topic, partition) -> waiting since (ms since the epoch).
@@ -135,12 +268,43 @@ impl OldestUnprocessed {
         Self {
             gauge,
             since: Arc::default(),
+            probed: Arc::default(),
         }
+    }
+
+    /// Hands `group`'s series for `topics` to a lag probe (see
+    /// [`crate::lagprobe`]): from now on only [`Self::set_probed`] changes them.
+    pub fn hand_to_probe(&self, group: &str, topics: &[String]) {
+        let mut p = self.probed.lock().expect("lag lock");
+        for t in topics {
+            p.insert((group.to_string(), t.clone()));
+        }
+    }
+
+    /// Whether a lag probe measures `group` on `topic`.
+    pub fn is_probed(&self, group: &str, topic: &str) -> bool {
+        self.probed
+            .lock()
+            .expect("lag lock")
+            .contains(&(group.to_string(), topic.to_string()))
+    }
+
+    /// The lag probe's value: the record at the committed position has been
+    /// waiting since `since_ms`; `None` when the group is caught up.
+    pub fn set_probed(&self, group: &str, topic: &str, partition: i32, since_ms: Option<i64>) {
+        self.since
+            .lock()
+            .expect("lag lock")
+            .insert((group.to_string(), topic.to_string(), partition), since_ms);
     }
 
     /// The oldest unfinished record of a partition has been waiting since
     /// `since_ms`; `None` when the partition has nothing unfinished.
+    /// Ignored for topics a lag probe measures.
     pub fn set(&self, group: &str, topic: &str, partition: i32, since_ms: Option<i64>) {
+        if self.is_probed(group, topic) {
+            return;
+        }
         self.since
             .lock()
             .expect("lag lock")
@@ -148,7 +312,11 @@ impl OldestUnprocessed {
     }
 
     /// Stops reporting a partition (it was revoked; its new owner reports it).
+    /// Ignored for topics a lag probe measures (every replica reports them).
     pub fn remove(&self, group: &str, topic: &str, partition: i32) {
+        if self.is_probed(group, topic) {
+            return;
+        }
         self.since.lock().expect("lag lock").remove(&(
             group.to_string(),
             topic.to_string(),
@@ -156,16 +324,21 @@ impl OldestUnprocessed {
         ));
     }
 
-    /// Replaces everything reported for `group` with `parts`.
+    /// Replaces everything reported for `group` with `parts` (topics a lag
+    /// probe measures excepted).
     pub fn replace(
         &self,
         group: &str,
         parts: impl IntoIterator<Item = (String, i32, Option<i64>)>,
     ) {
+        let probed = self.probed.lock().expect("lag lock").clone();
+        let is_probed = |t: &str| probed.contains(&(group.to_string(), t.to_string()));
         let mut m = self.since.lock().expect("lag lock");
-        m.retain(|(g, _, _), _| g != group);
+        m.retain(|(g, t, _), _| g != group || is_probed(t));
         for (topic, partition, since) in parts {
-            m.insert((group.to_string(), topic, partition), since);
+            if !is_probed(&topic) {
+                m.insert((group.to_string(), topic, partition), since);
+            }
         }
     }
 }
@@ -441,9 +614,20 @@ mod tests {
     }
 
     fn lag(l: &LagMetrics) {
-        let LagMetrics { offsets, seconds } = l;
+        let LagMetrics {
+            offsets,
+            seconds,
+            headroom,
+            retention,
+            expired_unconsumed,
+            offset_resets,
+        } = l;
         gauge(offsets);
         seconds.set("g", "t", 0, Some(crate::time::now_ms()));
+        headroom.set("g", "t", 0, Some(1_000), None);
+        retention.with_label_values(&["t"]).set(1.0);
+        counter(expired_unconsumed);
+        counter(offset_resets);
     }
 
     /// Both registries with a series in every metric. The structs are
@@ -611,6 +795,54 @@ mod tests {
         assert!(
             !text.contains("partition=\"0\"") && text.contains("partition=\"2\""),
             "{text}"
+        );
+    }
+
+    /// Once a lag probe measures a topic, the service's own lag calls for
+    /// it are ignored (the probe's committed-position values win) and the
+    /// statistics path keeps its hands off the probe's offsets.
+    #[test]
+    fn a_probed_topic_belongs_to_the_probe() {
+        let m = AdapterMetrics::new();
+        let lag = &m.lag;
+        lag.seconds.hand_to_probe("g", &["t".to_string()]);
+        lag.seconds
+            .set_probed("g", "t", 0, Some(crate::time::now_ms() - 10_000));
+        lag.seconds.set("g", "t", 0, None);
+        lag.seconds.remove("g", "t", 0);
+        lag.seconds.set("g", "other", 0, None);
+        lag.offsets.with_label_values(&["g", "t", "0"]).set(7);
+        lag.offsets.with_label_values(&["g", "other", "0"]).set(3);
+        lag.reset_unprobed_offsets();
+        lag.headroom.set(
+            "g",
+            "t",
+            0,
+            Some(60_000),
+            Some(crate::time::now_ms() - 10_000),
+        );
+        lag.headroom.set("g", "t", 1, Some(60_000), None);
+        let text = render(&m.registry);
+        let value = |metric: &str, topic: &str, p: &str| -> Option<f64> {
+            let prefix = format!("{metric}{{group=\"g\",partition=\"{p}\",topic=\"{topic}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .map(|v| v.parse().unwrap())
+        };
+        let age = value("herald_consumer_lag_seconds", "t", "0").unwrap();
+        assert!((10.0..60.0).contains(&age), "{text}");
+        assert_eq!(
+            value("herald_consumer_lag_seconds", "other", "0"),
+            Some(0.0)
+        );
+        assert_eq!(value("herald_consumer_lag_offsets", "t", "0"), Some(7.0));
+        assert_eq!(value("herald_consumer_lag_offsets", "other", "0"), None);
+        // 60 s retention, record 10 s old: at most 50 s left; caught up: 60 s.
+        let h = value("herald_consumer_retention_headroom_seconds", "t", "0").unwrap();
+        assert!((0.0..=50.0).contains(&h), "{text}");
+        assert_eq!(
+            value("herald_consumer_retention_headroom_seconds", "t", "1"),
+            Some(60.0)
         );
     }
 
