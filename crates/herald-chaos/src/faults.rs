@@ -240,7 +240,9 @@ impl Chaos {
             }
             if !down_back && t >= p.down_for {
                 self.recorder.set_behaviour("down", healthy());
-                self.record("destination-back", "down", self.now_s());
+                let idx = self.record("destination-back", "down", self.now_s());
+                self.faults.lock().expect("faults lock")[idx].how =
+                    "the sink answers 204 again".into();
                 down_back = true;
             }
             // 2 s of every 10 s: processed, but answered after the timeout.
@@ -260,18 +262,20 @@ impl Chaos {
                 broker_kills.remove(0);
                 self.kill_broker(&broker).await?;
             }
+            // No catch-up after a broker outage held the loop: one kill,
+            // then the next a full period later.
             if t >= next_router {
-                next_router += p.router_kill_every;
+                next_router = t + p.router_kill_every;
                 self.kill_service("router-kill", "router", "router")?;
             }
             if t >= next_adapter {
-                next_adapter += p.adapter_kill_every;
+                next_adapter = t + p.adapter_kill_every;
                 let d = self.dests[adapter_turn % self.dests.len()].clone();
                 adapter_turn += 1;
                 self.kill_service("adapter-kill", &format!("adapter-{d}"), &d)?;
             }
             if t >= next_churn {
-                next_churn += p.churn_every;
+                next_churn = t + p.churn_every;
                 let joined = self.services.lock().expect("services").running(churn);
                 let idx = self.record(
                     if joined {

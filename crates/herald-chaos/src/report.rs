@@ -66,6 +66,15 @@ impl Code {
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
                 .unwrap_or_default()
         };
+        // Binaries built from another checkout say so here.
+        if let Ok(commit) = std::env::var("HERALD_CHAOS_COMMIT") {
+            return Self {
+                commit,
+                subject: std::env::var("HERALD_CHAOS_COMMIT_NOTE").unwrap_or_default(),
+                uncommitted: Vec::new(),
+                bin_dir: bin_dir.display().to_string(),
+            };
+        }
         Self {
             commit: git(&["rev-parse", "HEAD"]),
             subject: git(&["log", "-1", "--format=%s"]),
@@ -262,6 +271,12 @@ impl Report {
         );
         let _ = writeln!(m, "|---:|---|---|---:|---:|---|");
         for f in &self.faults {
+            let overlapped = f.kind != "broker-kill"
+                && f.recovered_s.is_some_and(|r| {
+                    self.faults.iter().any(|b| {
+                        b.kind == "broker-kill" && b.at_s >= f.at_s && b.at_s <= f.at_s + r
+                    })
+                });
             let _ = writeln!(
                 m,
                 "| {:.1} | {} | {} | {} | {} | {} |",
@@ -270,7 +285,11 @@ impl Report {
                 f.target,
                 f.restart_s.map_or("".into(), |s| format!("{s:.1}")),
                 f.recovered_s.map_or("—".into(), |s| format!("{s:.1}")),
-                f.how
+                if overlapped {
+                    format!("{} (a broker outage overlapped)", f.how)
+                } else {
+                    f.how.clone()
+                }
             );
         }
         let _ = writeln!(m, "\n## Convergence\n");
