@@ -324,7 +324,9 @@ impl LagProbe {
             let head = if start >= high {
                 Some(Head::CaughtUp { high })
             } else {
+                // A caught-up answer holds only until the high watermark moves.
                 match self.heads.get(&(topic.to_string(), p)) {
+                    Some((at, Head::CaughtUp { high: h })) if *at == start && *h != high => None,
                     Some((at, h)) if *at == start => Some(*h),
                     _ => None,
                 }
@@ -353,8 +355,7 @@ impl LagProbe {
             Some(Head::Record { ts, due }) => (false, Some(ts), due),
             None => (false, None, None),
         };
-        let since = head_ts.map(|t| t.max(head_due_ms.unwrap_or(i64::MIN)));
-        PartitionLag {
+        let mut lag = PartitionLag {
             committed,
             low,
             high,
@@ -362,10 +363,12 @@ impl LagProbe {
             head_ts,
             head_due_ms,
             caught_up,
-            age_ms: since.map_or(0, |s| (now - s).max(0)),
+            age_ms: 0,
             retention_ms,
             measured_at_ms: now,
-        }
+        };
+        lag.age_ms = lag.waiting_since_ms().map_or(0, |s| (now - s).max(0));
+        lag
     }
 
     /// Metrics of one partition, and the loss check.
@@ -375,10 +378,8 @@ impl LagProbe {
             .with_label_values(&[group, topic, &p.to_string()])
             .set(lag.lag_offsets);
         if head_known {
-            let since = lag
-                .head_ts
-                .map(|t| t.max(lag.head_due_ms.unwrap_or(i64::MIN)));
-            m.seconds.set_probed(group, topic, p, since);
+            m.seconds
+                .set_probed(group, topic, p, lag.waiting_since_ms());
             m.headroom
                 .set(group, topic, p, lag.retention_ms, lag.head_ts);
         }

@@ -287,6 +287,27 @@ fn a_caught_up_transactional_partition_answers_at_once() {
     assert_eq!(report.unanswered, 0, "every read answered: {report:?}");
     // Cached: the marker is not read again while nothing changes.
     assert_eq!(probe.tick().reads, 0);
+
+    // On its own thread, the way a service runs it.
+    let running = LagProbe::new(
+        &base(),
+        &group,
+        std::slice::from_ref(&topic),
+        Duration::from_millis(200),
+        m,
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + T;
+    while running.snapshot().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the spawned probe measured nothing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(running.snapshot()[&(topic.clone(), 0)].caught_up);
 }
 
 /// (3) An outage longer than retention: retention deletes records the

@@ -33,6 +33,13 @@ pub struct PartitionLag {
 }
 
 impl PartitionLag {
+    /// Since when the next record has been late: the later of its
+    /// timestamp and its due time; `None` when caught up or not known.
+    pub fn waiting_since_ms(&self) -> Option<i64> {
+        self.head_ts
+            .map(|t| t.max(self.head_due_ms.unwrap_or(i64::MIN)))
+    }
+
     /// How long until retention may delete the next record to consume, at
     /// `now_ms`: negative once it may already be gone.
     pub fn headroom_ms(&self, now_ms: i64) -> Option<i64> {
@@ -151,9 +158,16 @@ mod tests {
         assert_eq!(none.headroom_ms(now), None);
         let caught_up = PartitionLag {
             caught_up: true,
-            ..lag
+            ..lag.clone()
         };
         assert_eq!(caught_up.headroom_ms(now), Some(60_000));
+        // Late from its due time when that is later than its timestamp.
+        let due = PartitionLag {
+            head_due_ms: Some(now - 1_000),
+            ..lag.clone()
+        };
+        assert_eq!(due.waiting_since_ms(), Some(now - 1_000));
+        assert_eq!(lag.waiting_since_ms(), Some(now - 45_000));
     }
 
     #[test]
