@@ -23,6 +23,10 @@ pub struct Spec {
     pub name: String,
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Extra environment, e.g. `HERALD_INSTANCE_ID` (the adapter's stable
+    /// name in its group: each instance of a destination has its own, as
+    /// two pods would).
+    pub env: Vec<(String, String)>,
 }
 
 /// One running incarnation of a slot.
@@ -43,6 +47,7 @@ impl Service {
         let child = Command::new(&spec.program)
             .args(&spec.args)
             .args(["--listen", &admin, "--log-format", "json"])
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("HERALD_CHAOS_CHILD_LOG").unwrap_or_else(|_| "info".into()),

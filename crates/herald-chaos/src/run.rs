@@ -111,6 +111,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         name: "router".into(),
         program: bins.join("herald-router"),
         args: vec!["--config".into(), cfg.clone()],
+        env: Vec::new(),
     }];
     for d in dests.iter().map(|d| d.name).chain(["flaky"]) {
         let name = if specs.iter().any(|s| s.name == format!("adapter-{d}")) {
@@ -119,6 +120,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             format!("adapter-{d}")
         };
         specs.push(Spec {
+            env: vec![("HERALD_INSTANCE_ID".into(), format!("{run_id}-{name}"))],
             name,
             program: bins.join("herald-adapter"),
             args: vec![
