@@ -185,6 +185,21 @@ impl Report {
             self.duration_s, self.work_dir
         );
 
+        let _ = writeln!(m, "## Method\n");
+        let _ = writeln!(
+            m,
+            "The real `herald-router` and `herald-adapter` binaries run against a Kafka broker the suite starts in its own data dir, so it can SIGKILL it. \
+A plain rdkafka producer (not Herald's code) writes structured, binary-mode and Avro single-object CloudEvents, with producer-side copies, malformed, \
+~1 MB and control-character-id records, while the router and the adapters are SIGKILLed and restarted at once, a second `flaky` adapter joins and \
+leaves, and the broker is SIGKILLed twice. Destinations are herald-devtools' fault-injecting sink (it verifies every signature) behind a front that \
+records each request. A pair (valid event, matching destination) is **delivered** when the sink answered 2xx for its `webhook-id`, \
+**dead-lettered** when it is on `<prefix>.dest.<d>.dlq` (read `read_committed`) and was never delivered, and **lost** otherwise, after a bounded \
+wait, a `herald dlq replay --all` with every destination healthy, and a second wait. A duplicate is a further 2xx for an id, attributed to: \
+`timeout-after-processing` (the earlier 2xx took longer than the adapter's timeout), `replay` (after the replay, for a dead-lettered id), \
+`crash-window` (an adapter or broker kill between the two), `rebalance` (the second adapter joined or left between them), \
+`producer-copy-not-dropped`, else `unexplained`.\n\nReproduce: `cargo build --release --bins && cargo run --release -p herald-chaos -- --events N` \
+(`--quick` for the CI size; `--bin-dir` to choose the binaries).\n"
+        );
         let _ = writeln!(m, "## Results per destination\n");
         let _ = writeln!(m, "| destination | behaviour | expected | delivered | dead-lettered (final) | **lost** | duplicates (by cause) | bad signatures | routed twice |");
         let _ = writeln!(m, "|---|---|---:|---:|---|---:|---|---:|---:|");
