@@ -20,6 +20,11 @@ pub struct DestOutcome {
     pub lost: usize,
     /// A few lost ids with what is known about each.
     pub lost_samples: Vec<String>,
+    /// Pairs sent back by the DLQ replay that were neither delivered nor
+    /// dead-lettered again by the end (still in the DLQ from before: not
+    /// lost, but the replay did not finish them).
+    pub replay_unsettled: usize,
+    pub replay_unsettled_samples: Vec<String>,
     /// Every dead letter written during the run, by reason.
     pub dlq_records: BTreeMap<String, usize>,
     pub dlq_undecodable: u64,
@@ -50,6 +55,8 @@ pub struct DestInput<'a> {
     /// the run's start).
     pub replayed: HashSet<String>,
     pub replay_at_ms: Option<u64>,
+    /// The same moment in ms since the epoch (dead letters' `dead_at`).
+    pub replay_epoch_ms: i64,
     pub routed: Option<HashMap<String, u32>>,
     pub bad_signatures: u64,
     pub deleted_by_retention: BTreeMap<String, i64>,
@@ -89,6 +96,16 @@ pub fn outcome(input: DestInput<'_>, expect: &Expect, faults: &[Fault]) -> DestO
             .and_then(|v| v.iter().max_by_key(|l| l.dead_at))
         {
             *o.dead_lettered.entry(l.reason.clone()).or_default() += 1;
+            if input.replayed.contains(id) && l.dead_at < input.replay_epoch_ms {
+                o.replay_unsettled += 1;
+                if o.replay_unsettled_samples.len() < 10 {
+                    let n = input.requests.iter().filter(|r| &r.id == id).count();
+                    o.replay_unsettled_samples.push(format!(
+                        "{id}: last dead-lettered ({}) before the replay, {n} request(s) seen by the sink in all",
+                        l.reason
+                    ));
+                }
+            }
         } else {
             o.lost += 1;
             if o.lost_samples.len() < 10 {

@@ -242,6 +242,15 @@ wait, a `herald dlq replay --all` with every destination healthy, and a second w
                 map(&o.deleted_by_retention)
             );
         }
+        for o in self.outcomes.iter().filter(|o| o.replay_unsettled > 0) {
+            let _ = writeln!(
+                m,
+                "- {}: **{} replayed pair(s) neither delivered nor dead-lettered again** by the end (still in the DLQ from before), e.g. {}",
+                o.name,
+                o.replay_unsettled,
+                o.replay_unsettled_samples.first().map_or("", |s| s.as_str())
+            );
+        }
         let lost: Vec<&DestOutcome> = self.outcomes.iter().filter(|o| o.lost > 0).collect();
         if !lost.is_empty() {
             let _ = writeln!(m, "\n### Lost pairs (samples)\n");

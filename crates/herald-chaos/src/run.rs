@@ -316,6 +316,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                     .map(|r| r.0.clone())
                     .unwrap_or_default(),
                 replay_at_ms: Some(replay_at_ms),
+                replay_epoch_ms: replay_epoch,
                 routed: routed.clone(),
                 bad_signatures: recorder.sink.stats(&format!("/{}", d.name)).bad_signatures,
                 deleted_by_retention: low_watermarks(&broker.bootstrap, &topics, plan.partitions),
