@@ -17,6 +17,7 @@ use herald_core::admin::Readiness;
 use herald_core::config::{Config, DestinationConfig};
 use herald_core::headers as h;
 use herald_core::kafka::header_str;
+use herald_core::lagprobe::LagView;
 use herald_core::time::now_ms;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -45,10 +46,9 @@ pub struct Driver<'a> {
     pub tiers: HashSet<String>,
     pub ready: Readiness,
     pub expiry: ExpiryRule,
-    /// Age (ms) of the record at the group's committed position, per
-    /// partition, as last measured (for draining expiring partitions while
-    /// the circuit is open).
-    pub head_ages: Arc<Mutex<HashMap<Tp, i64>>>,
+    /// The lag probe's measurements: the record at the group's committed
+    /// position per partition, and each topic's retention.
+    pub lag: LagView,
 }
 
 struct State {
@@ -59,10 +59,12 @@ struct State {
     in_flight: usize,
     pending: usize,
     assigned_once: bool,
+    /// When the ready queue was last scanned for expired records.
+    expiry_scanned_at: i64,
 }
 
 impl Driver<'_> {
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(mut self) -> anyhow::Result<()> {
         let dc = self.dc;
         let d = self.deliverer.clone();
         let dest = d.destination.clone();
@@ -84,6 +86,7 @@ impl Driver<'_> {
             in_flight: 0,
             pending: 0,
             assigned_once: false,
+            expiry_scanned_at: 0,
         };
         let mut commit_tick = tokio::time::interval(self.config.adapter.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,7 +122,6 @@ impl Driver<'_> {
                 _ = tokio::time::sleep(rate_wait.unwrap_or_default()), if rate_wait.is_some() => {}
                 _ = commit_tick.tick() => {
                     self.commit();
-                    self.report_lag_seconds();
                     self.drain_expiring(&mut st);
                 }
                 _ = sleep_until_ms(next_due), if next_due.is_some() => {
@@ -190,6 +192,11 @@ impl Driver<'_> {
     /// Dead-letters ready records that expired, whatever the circuit says.
     fn settle_expired(&self, st: &mut State, done: &mpsc::UnboundedSender<()>) {
         let now = now_ms();
+        // Budgets are minutes to days: a scan every 100 ms is plenty.
+        if now - st.expiry_scanned_at < 100 {
+            return;
+        }
+        st.expiry_scanned_at = now;
         let expiry = &self.expiry;
         let expired = st
             .sched
@@ -327,15 +334,26 @@ impl Driver<'_> {
         }
     }
 
-    /// While the circuit is open, partitions whose committed record is
-    /// close to expiring flow so that record can be dead-lettered.
-    fn drain_expiring(&self, st: &mut State) {
+    /// Takes the topics' retention from the lag probe and, while the
+    /// circuit is open, lets partitions whose committed record is close to
+    /// expiring flow so that record can be dead-lettered.
+    fn drain_expiring(&mut self, st: &mut State) {
+        let lags = self.lag.snapshot();
+        for ((topic, _), l) in &lags {
+            if let Some(r) = l.retention_ms {
+                self.expiry.set_retention(topic, r);
+            }
+        }
         if !matches!(st.breaker.state(), circuit::State::Open { .. }) {
             return;
         }
-        let ages = self.head_ages.lock().expect("head ages lock").clone();
-        for (tp, age) in ages {
-            if self.expiry.head_expiring(&tp.0, age) {
+        let now = now_ms();
+        for (tp, l) in lags {
+            let Some(head) = l.head_ts.filter(|_| !l.caught_up) else {
+                continue;
+            };
+            let age = now - head;
+            if st.sched.is_assigned(&tp) && self.expiry.head_expiring(&tp.0, age) {
                 info!(topic = %tp.0, partition = tp.1, age_s = age / 1000, "Circuit open, but records are about to expire: draining them to the DLQ.");
                 st.sched.drain_for_expiry(&tp);
             }
@@ -393,19 +411,6 @@ impl Driver<'_> {
                 .waiting
                 .with_label_values(&[&d.destination])
                 .add(held as i64);
-        }
-    }
-
-    /// Publishes, per partition, since when its oldest unfinished record has
-    /// been waiting.
-    fn report_lag_seconds(&self) {
-        let d = &self.deliverer;
-        let offsets = d.offsets.lock().expect("offsets lock");
-        for ((topic, partition), since) in offsets.oldest() {
-            d.metrics
-                .lag
-                .seconds
-                .set(&d.group, topic, *partition, since);
         }
     }
 

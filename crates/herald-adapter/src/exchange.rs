@@ -4,8 +4,7 @@
 
 use crate::kinds::RequestBuilder;
 use herald_core::classify::{
-    classify_status, classify_transport, parse_retry_after, Disposition, ErrorClass,
-    TransportError, Verdict,
+    classify_status, classify_transport, parse_retry_after, ErrorClass, TransportError, Verdict,
 };
 use herald_core::envelope::Delivery;
 use herald_core::headers as h;
@@ -14,7 +13,7 @@ use tracing::{Instrument, Span};
 
 /// How much of a failure's response body is read at most (the rest is
 /// never buffered: a 500 MB error page costs this much, not 500 MB).
-pub const EXCERPT_BYTES: usize = 2048;
+pub const EXCERPT_BYTES: usize = h::MAX_ERROR_MESSAGE;
 
 /// Performs the HTTP call under an HTTP client span and classifies it. The
 /// request carries the client span's context (or `trace`, the attempt's,
@@ -50,7 +49,7 @@ pub async fn attempt(
                 let excerpt = match &verdict {
                     Verdict::Success { .. } => String::new(),
                     // The body of a failure explains it; read a bounded amount.
-                    Verdict::Failure { .. } => read_excerpt(resp, EXCERPT_BYTES).await,
+                    Verdict::Failure { .. } => h::read_excerpt(resp, EXCERPT_BYTES).await,
                 };
                 (verdict, excerpt)
             }
@@ -66,30 +65,9 @@ pub async fn attempt(
     exchange.instrument(span.clone()).await
 }
 
-/// Reads at most `max` bytes of the body, chunk by chunk, and never more.
-async fn read_excerpt(mut resp: reqwest::Response, max: usize) -> String {
-    let mut buf = Vec::with_capacity(max.min(4096));
-    while buf.len() < max {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let take = chunk.len().min(max - buf.len());
-                buf.extend_from_slice(&chunk[..take]);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    // Dropping the response closes the connection with the rest unread.
-    h::truncate(&String::from_utf8_lossy(&buf), h::MAX_ERROR_MESSAGE)
-}
-
 fn request_failure(e: &reqwest::Error) -> (Verdict, String) {
     (
-        Verdict::Failure {
-            class: ErrorClass::Schema,
-            disposition: Disposition::Permanent,
-            status: None,
-            retry_after: None,
-        },
+        classify_transport(TransportError::Request),
         h::truncate(
             &format!("request could not be built: {}", error_chain(e)),
             h::MAX_ERROR_MESSAGE,
@@ -204,7 +182,7 @@ mod tests {
         });
         let resp = reqwest::get(format!("http://{addr}/")).await.unwrap();
         assert_eq!(resp.status().as_u16(), 500);
-        let excerpt = read_excerpt(resp, EXCERPT_BYTES).await;
+        let excerpt = h::read_excerpt(resp, EXCERPT_BYTES).await;
         assert!(excerpt.starts_with("xxx"));
         assert!(excerpt.len() <= h::MAX_ERROR_MESSAGE + 4);
         let sent = server.await.unwrap();

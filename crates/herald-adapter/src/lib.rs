@@ -40,11 +40,14 @@ use herald_core::kafka::{client_config, producer_config, LagReporter};
 use herald_core::metrics::AdapterMetrics;
 use herald_core::time::compact_duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::info;
+
+/// How often lag, retention headroom and expiring heads are measured.
+const LAG_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Runs the adapter for `destination` until SIGTERM or SIGINT.
 pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
@@ -126,13 +129,20 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
     info!(destination = %destination, %group, group_instance_id = %instance, topics = ?topics, concurrency = dc.concurrency, "Adapter started.");
     depth::DepthProbe::new(&config, &destination, &dc, metrics.clone())?.start()?;
 
-    let mut expiry = expiry::ExpiryRule {
+    // Lag in offsets and seconds at the group's committed position, and
+    // the topics' retention, measured beside the group (never joining it).
+    let probe = herald_core::lagprobe::LagProbe::new(
+        &client_config(&config),
+        &group,
+        &topics,
+        LAG_PROBE_INTERVAL,
+        metrics.lag.clone(),
+    )?
+    .spawn()?;
+    let expiry = expiry::ExpiryRule {
         max_age_ms: policy.max_age.as_millis() as i64,
         ..Default::default()
     };
-    for topic in &topics {
-        expiry.set_retention(topic, config.topics.retention.as_millis() as i64);
-    }
     let result = driver::Driver {
         config: &config,
         dc: &dc,
@@ -143,7 +153,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
         tiers: topics[1..].iter().cloned().collect::<HashSet<String>>(),
         ready: ready.clone(),
         expiry,
-        head_ages: Arc::new(Mutex::new(HashMap::new())),
+        lag: probe.view(),
     }
     .run()
     .await;

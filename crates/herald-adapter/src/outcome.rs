@@ -44,6 +44,7 @@ pub enum Next {
 }
 
 /// Decides the next step and builds every record that records it.
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     names: &TopicNames,
     policy: &RetryPolicy,
