@@ -43,10 +43,14 @@ use lag::{time_retention, Head, LossTracker};
 
 /// How often a probe measures unless told otherwise.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
-/// How long the reader may wait for each partition's record (partitions of
+/// How long the reader may wait for each partition's record. Partitions of
 /// one topic are read together, so a topic waits at most this times its
-/// partitions, capped at [`TIMEOUT`]).
+/// partitions, at least [`MIN_READ_WAIT`] (a first fetch sets up
+/// connections) and at most [`TIMEOUT`]. Every partition answers (a record
+/// or partition EOF), so the bound only matters for one that cannot; it is
+/// read again on the next tick.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
+const MIN_READ_WAIT: Duration = Duration::from_secs(1);
 /// Broker requests (metadata, offsets, watermarks, configs).
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -422,7 +426,8 @@ impl LagProbe {
             return out;
         }
         let find = |p: i32| wanted.iter().find(|(q, _, _)| *q == p).copied();
-        let deadline = Instant::now() + (READ_TIMEOUT * wanted.len() as u32).min(TIMEOUT);
+        let wait = (READ_TIMEOUT * wanted.len() as u32).clamp(MIN_READ_WAIT, TIMEOUT);
+        let deadline = Instant::now() + wait;
         while out.len() < wanted.len() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
