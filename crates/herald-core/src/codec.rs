@@ -137,6 +137,9 @@ pub enum InvalidInput {
     Schema(String),
     /// An empty value (a tombstone) where an event was expected.
     Empty,
+    /// `id` or `source` cannot travel as an HTTP header value (`webhook-id`,
+    /// `ce_source`): control characters, or `id` not visible ASCII.
+    Id(String),
 }
 
 impl InvalidInput {
@@ -145,19 +148,20 @@ impl InvalidInput {
             Self::Decode(_) => "decode",
             Self::Schema(_) => "schema",
             Self::Empty => "empty",
+            Self::Id(_) => "id",
         }
     }
 
     pub fn message(&self) -> String {
         match self {
-            Self::Decode(m) | Self::Schema(m) => m.clone(),
+            Self::Decode(m) | Self::Schema(m) | Self::Id(m) => m.clone(),
             Self::Empty => "record has no value".into(),
         }
     }
 }
 
 /// Every reason label, for metrics and docs.
-pub const INVALID_REASONS: [&str; 3] = ["decode", "schema", "empty"];
+pub const INVALID_REASONS: [&str; 4] = ["decode", "schema", "empty", "id"];
 
 /// Decodes a product event from an input record. Accepts, in this order:
 /// CloudEvents binary mode (`ce_*` headers, JSON value), Avro single-object
@@ -242,6 +246,21 @@ pub fn validate_event(e: &Event) -> Result<(), InvalidInput> {
         return Err(InvalidInput::Schema(
             "attribute `id` is longer than 256 bytes".into(),
         ));
+    }
+    // `id` becomes the `webhook-id` HTTP header and a Kafka header; `source`
+    // a header too. Control characters break both.
+    let visible = |b: u8| b.is_ascii_graphic() || b == b' ';
+    if !e.id.bytes().all(visible) || e.id.trim() != e.id {
+        return Err(InvalidInput::Id(format!(
+            "attribute `id` {:?} may use only visible ASCII characters and inner spaces",
+            headers::truncate(&e.id, 64)
+        )));
+    }
+    if e.source.len() > 1024 || e.source.chars().any(char::is_control) {
+        return Err(InvalidInput::Id(format!(
+            "attribute `source` {:?} must be at most 1024 bytes without control characters",
+            headers::truncate(&e.source, 64)
+        )));
     }
     if !e
         .r#type
@@ -624,6 +643,25 @@ mod tests {
             decode_input(None, no_headers).unwrap_err().reason(),
             "empty"
         );
+    }
+
+    #[test]
+    fn ids_and_sources_must_be_header_safe() {
+        let reason = |id: &str, source: &str| {
+            let v = serde_json::json!({"id": id, "source": source, "type": "t.x", "data": {}});
+            match decode_input(Some(v.to_string().as_bytes()), no_headers) {
+                Ok(_) => "ok",
+                Err(e) => e.reason(),
+            }
+        };
+        assert_eq!(reason("evt 1:a/b", "/s"), "ok");
+        assert_eq!(reason("evt\n1", "/s"), "id");
+        assert_eq!(reason("evt\r1", "/s"), "id");
+        assert_eq!(reason("évt", "/s"), "id");
+        assert_eq!(reason(" evt", "/s"), "id");
+        assert_eq!(reason("evt", "/s\u{7}"), "id");
+        assert_eq!(reason("evt", &"s".repeat(1025)), "id");
+        assert_eq!(reason("evt", "/é"), "ok");
     }
 
     #[test]

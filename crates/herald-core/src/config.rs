@@ -201,6 +201,17 @@ pub struct RouterConfig {
     /// Default: CloudEvents identity, `source` + `id`.
     #[serde(default = "default_identity")]
     pub identity: Vec<String>,
+    /// Largest record the router writes (value + key + headers). An event
+    /// whose Delivery would be larger goes to the invalid topic (reason
+    /// `too-large`, payload truncated) instead of failing its transaction.
+    /// Keep it below the destination topics' `max.message.bytes` (broker
+    /// default about 1 MiB).
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+}
+
+fn default_max_event_bytes() -> usize {
+    900 * 1024
 }
 
 fn default_dedupe_window() -> Duration {
@@ -233,6 +244,7 @@ impl Default for RouterConfig {
             dedupe_window: default_dedupe_window(),
             dedupe_max_entries: default_dedupe_max_entries(),
             identity: default_identity(),
+            max_event_bytes: default_max_event_bytes(),
         }
     }
 }
@@ -556,6 +568,12 @@ impl Config {
         if self.router.batch_max_records == 0 {
             return Err(invalid("router.batch_max_records", "must be at least 1"));
         }
+        if !(4096..=100 * 1024 * 1024).contains(&self.router.max_event_bytes) {
+            return Err(invalid(
+                "router.max_event_bytes",
+                "must be between 4096 and 104857600 bytes",
+            ));
+        }
         if self.router.identity.is_empty() {
             return Err(invalid("router.identity", "needs at least one field"));
         }
@@ -722,6 +740,18 @@ mod tests {
         assert_eq!(d.retry.tiers.len(), 4);
         assert_eq!(d.retry.policy().max_attempts, 5);
         assert_eq!(d.concurrency, 16);
+    }
+
+    #[test]
+    fn router_max_event_bytes_is_checked_by_name() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.router.max_event_bytes, 900 * 1024);
+        let err = parse(
+            &format!("{MINIMAL}\n[router]\nmax_event_bytes = 100\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("router.max_event_bytes"), "{err}");
     }
 
     #[test]

@@ -378,6 +378,8 @@ pub struct RouterMetrics {
     pub transactions: IntCounterVec,
     pub batch_duration: HistogramVec,
     pub lag: LagMetrics,
+    /// Dedupe restores that did not finish (routing went on without them).
+    pub dedupe_restore_failures: IntCounter,
 }
 
 impl RouterMetrics {
@@ -390,8 +392,16 @@ impl RouterMetrics {
         .expect("valid metric");
         r.register(Box::new(records_read.clone()))
             .expect("unique metric");
+        let dedupe_restore_failures = IntCounter::new(
+            "herald_router_dedupe_restore_failures_total",
+            "Dedupe state restores from the changelog that did not finish.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(dedupe_restore_failures.clone()))
+            .expect("unique metric");
         let m = Self {
             records_read,
+            dedupe_restore_failures,
             received: counter(
                 &r,
                 "herald_router_events_received_total",
@@ -646,8 +656,10 @@ mod tests {
             transactions,
             batch_duration,
             lag: router_lag,
+            dedupe_restore_failures,
         } = &r;
         records_read.inc();
+        dedupe_restore_failures.inc();
         for c in [
             received,
             deduplicated,

@@ -2,8 +2,8 @@
 //! produce can land twice; within the configured window the second copy of
 //! an event is dropped before it fans out.
 //!
-//! An event's identity is a 128-bit hash of its configured identity fields
-//! (CloudEvents `source` + `id` by default). State is per input partition —
+//! An event's identity is `herald_core::identity` of its configured identity
+//! fields (CloudEvents `source` + `id` by default). State is per input partition —
 //! producers key by entity, so copies of one event share a partition — and
 //! is backed by a compacted changelog topic written in the router's
 //! transaction, one changelog partition per input partition, and read back
@@ -11,37 +11,8 @@
 //! applied once its transaction commits, so an aborted batch re-routes
 //! exactly as before.
 
-use herald_core::envelope::Event;
-use herald_core::routing::field_value;
-use sha2::{Digest, Sha256};
+pub use herald_core::identity::{key, parse_key, Identity};
 use std::collections::{HashMap, VecDeque};
-
-/// An event's identity hash.
-pub type Identity = u128;
-
-/// Identity of `event` from `fields` (paths as in routing rules).
-pub fn identity(event: &Event, data: &serde_json::Value, fields: &[String]) -> Identity {
-    let mut h = Sha256::new();
-    for f in fields {
-        match field_value(event, data, f) {
-            Some(serde_json::Value::String(s)) => h.update(s.as_bytes()),
-            Some(v) => h.update(v.to_string().as_bytes()),
-            None => h.update([0xff]),
-        }
-        h.update([0]);
-    }
-    let digest = h.finalize();
-    u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"))
-}
-
-/// Changelog key of an identity.
-pub fn key(id: Identity) -> String {
-    format!("{id:032x}")
-}
-
-pub fn parse_key(k: &[u8]) -> Option<Identity> {
-    u128::from_str_radix(std::str::from_utf8(k).ok()?, 16).ok()
-}
 
 #[derive(Default)]
 struct Partition {
@@ -153,36 +124,6 @@ impl Dedupe {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    fn event(id: &str) -> Event {
-        Event {
-            id: id.into(),
-            source: "/s".into(),
-            r#type: "t".into(),
-            time: None,
-            subject: None,
-            tenant: None,
-            data: "{}".into(),
-        }
-    }
-
-    fn ident(id: &str) -> Identity {
-        identity(
-            &event(id),
-            &serde_json::json!({}),
-            &["source".into(), "id".into()],
-        )
-    }
-
-    #[test]
-    fn identity_is_stable_and_field_sensitive() {
-        assert_eq!(ident("a"), ident("a"));
-        assert_ne!(ident("a"), ident("b"));
-        let data = serde_json::json!({"order": 7});
-        let by_order = |e: &Event| identity(e, &data, &["data.order".into()]);
-        assert_eq!(by_order(&event("a")), by_order(&event("b")));
-        assert_eq!(parse_key(key(ident("a")).as_bytes()), Some(ident("a")));
-    }
 
     #[test]
     fn staged_marks_apply_only_on_commit() {

@@ -6,86 +6,41 @@
 //! librdkafka's transactional calls block, so the loop runs on its own
 //! thread; the async runtime only serves the admin endpoints and signals.
 
+mod context;
 mod dedupe;
+pub mod instance;
+mod restore;
 mod route;
+mod txn;
 
-pub use route::{route_record, Output};
+pub use restore::restore_start;
+pub use route::{route_record, route_record_settled, Output, Settled};
 
+use context::RouterContext;
 use dedupe::Dedupe;
 use herald_core::admin::{self, Readiness};
 use herald_core::config::Config;
-use herald_core::kafka::{client_config, producer_config, LagReporter};
+use herald_core::kafka::{client_config, LagReporter};
 use herald_core::metrics::{BoundedLabel, RouterMetrics};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{ClientContext, Statistics};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
+use txn::{Txn, TxnProducer, TXN_TIMEOUT};
 
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-
-struct RouterContext {
-    lag: LagReporter,
-    assigned: Arc<AtomicBool>,
-    /// Dedupe state and how to restore it; `None` when dedupe is off.
-    dedupe: Option<(Arc<Mutex<Dedupe>>, Config)>,
-}
-
-impl ClientContext for RouterContext {
-    fn stats(&self, stats: Statistics) {
-        self.lag.record(&stats);
-    }
-}
-
-impl ConsumerContext for RouterContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                if let Some((dedupe, config)) = &self.dedupe {
-                    let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-                    match restore_dedupe(config, &parts, dedupe) {
-                        Ok(n) => {
-                            info!(partitions = ?parts, identities = n, "Restored dedupe state from the changelog.")
-                        }
-                        // Routing goes on; only copies within the window may slip through.
-                        Err(e) => {
-                            error!(error = %e, "Could not restore dedupe state; duplicates of recent events may be routed.")
-                        }
-                    }
-                }
-                self.lag.assigned(tpl);
-                self.assigned.store(true, Ordering::Release);
-                info!(
-                    partitions = tpl.count(),
-                    "Partitions assigned to the router."
-                );
-            }
-            Rebalance::Revoke(tpl) => {
-                self.lag.revoked(tpl);
-                if let Some((dedupe, _)) = &self.dedupe {
-                    let mut d = dedupe.lock().expect("dedupe lock");
-                    for e in tpl.elements() {
-                        d.forget_partition(e.partition());
-                    }
-                }
-                info!(
-                    partitions = tpl.count(),
-                    "Partitions revoked from the router."
-                )
-            }
-            Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
-        }
-    }
-}
+/// Payload kept on the invalid record of an output refused by the broker
+/// (the invalid topic may have the same limit); 0 if that fails too.
+const SETTLED_KEEP_BYTES: usize = 16 * 1024;
 
 /// Runs the router until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
     let metrics = RouterMetrics::new();
     let ready = Readiness::default();
     let addr = admin::serve(
@@ -100,7 +55,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let (stop, metrics, ready) = (stop.clone(), metrics.clone(), ready.clone());
         std::thread::Builder::new()
             .name("router".into())
-            .spawn(move || route_loop(&config, &metrics, &ready, &stop))?
+            .spawn(move || route_loop(&config, &metrics, &ready, &stop, started))?
     };
     let waiter = tokio::task::spawn_blocking(move || worker.join());
     tokio::pin!(waiter);
@@ -128,11 +83,28 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Why a batch did not commit.
+enum BatchError {
+    Kafka(KafkaError),
+    /// Outputs refused for good: their input records go to the invalid
+    /// topic when the batch is routed again.
+    Rejected(Vec<txn::Rejected>),
+}
+
+impl From<KafkaError> for BatchError {
+    fn from(e: KafkaError) -> Self {
+        Self::Kafka(e)
+    }
+}
+
+type Consumer_ = BaseConsumer<RouterContext>;
+
 fn route_loop(
     config: &Config,
     metrics: &RouterMetrics,
     ready: &Readiness,
     stop: &AtomicBool,
+    started: Instant,
 ) -> anyhow::Result<()> {
     let names = config.topic_names();
     let group = names.router_group();
@@ -144,8 +116,13 @@ fn route_loop(
         )))
     });
     if dedupe.is_some() {
-        check_changelog(config)?;
+        restore::check_changelog(config)?;
     }
+    let transactional_id = instance::transactional_id(
+        config.router.transactional_id.as_deref(),
+        &group,
+        instance::os_hostname(),
+    )?;
     let ctx = RouterContext {
         lag: LagReporter {
             group: group.clone(),
@@ -153,55 +130,62 @@ fn route_loop(
             stored_positions: true,
         },
         assigned: assigned.clone(),
+        rebalances: AtomicU64::new(0),
+        metrics: metrics.clone(),
         dedupe: dedupe.clone().map(|d| (d, config.clone())),
     };
-    let consumer: BaseConsumer<RouterContext> = client_config(config)
-        .set("group.id", &group)
+    let mut cc = client_config(config);
+    cc.set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
-        .set("statistics.interval.ms", "5000")
-        .create_with_context(ctx)?;
+        .set("statistics.interval.ms", "5000");
+    // Static membership: a restarted router gets its partitions back at
+    // once. Incremental rebalances: partitions that stay keep routing.
+    for (k, v) in [
+        ("group.instance.id", transactional_id.as_str()),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+    ] {
+        if !config.kafka.client.contains_key(k) {
+            cc.set(k, v);
+        }
+    }
+    let consumer: Consumer_ = cc.create_with_context(ctx)?;
     consumer.subscribe(&[&config.topics.input])?;
 
-    let transactional_id = config.router.transactional_id.clone().unwrap_or_else(|| {
-        let host =
-            std::env::var("HOSTNAME").unwrap_or_else(|_| format!("pid{}", std::process::id()));
-        format!("{group}.{host}")
-    });
-    let producer: ThreadedProducer<_> = producer_config(config)
-        .set("transactional.id", &transactional_id)
-        .set("transaction.timeout.ms", "60000")
-        .create()?;
-    producer.init_transactions(TXN_TIMEOUT)?;
-    info!(%transactional_id, input = %config.topics.input, destinations = config.destinations.len(), "Router started.");
+    let mut txn = Txn::new(config, transactional_id.clone());
+    let mut idle = |d: Duration| idle_poll(&consumer, d);
+    if !txn.ensure(stop, &mut idle) {
+        return Ok(());
+    }
+    info!(%transactional_id, host = ?instance::os_hostname(), input = %config.topics.input, destinations = config.destinations.len(), "Router started.");
 
     let event_types = BoundedLabel::new(200);
-    let mut batch = Vec::with_capacity(config.router.batch_max_records);
+    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.router.batch_max_records);
+    let mut settled: HashMap<(i32, i64), Settled> = HashMap::new();
+    let mut recovering = false;
+    let mut first_commit = true;
     while !stop.load(Ordering::Acquire) {
+        let mut idle = |d: Duration| idle_poll(&consumer, d);
+        if !txn.ensure(stop, &mut idle) {
+            break;
+        }
+        if recovering {
+            // Whatever the last transaction's fate, resume from what the
+            // group committed: nothing lost, nothing routed twice.
+            ready.set(false);
+            if let Err(e) = rewind_to_committed(&consumer) {
+                warn!(error = %e, "Could not read the committed offsets; retrying.");
+                idle_poll(&consumer, Duration::from_secs(1));
+                continue;
+            }
+            info!("Resuming from the committed offsets.");
+            recovering = false;
+        }
         ready.set(assigned.load(Ordering::Acquire));
         batch.clear();
-        let mut deadline = None;
-        while batch.len() < config.router.batch_max_records {
-            let timeout = match deadline {
-                None => Duration::from_millis(200),
-                Some(d) => d - Instant::now().min(d),
-            };
-            match consumer.poll(timeout) {
-                Some(Ok(m)) => {
-                    batch.push(m.detach());
-                    deadline.get_or_insert_with(|| Instant::now() + config.router.batch_max_wait);
-                }
-                Some(Err(e)) => warn!(error = %e, "Consumer error while polling the input topic."),
-                None if deadline.is_none() => break,
-                None => {}
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-        }
-        if batch.is_empty() {
+        if !collect(config, &consumer, &mut batch) {
             continue;
         }
         metrics.records_read.inc_by(batch.len() as u64);
@@ -212,17 +196,27 @@ fn route_loop(
                 .seconds
                 .set(&group, &config.topics.input, partition, Some(since));
         }
-        let started = Instant::now();
+        let t0 = Instant::now();
         let mut guard = dedupe.as_ref().map(|d| d.lock().expect("dedupe lock"));
-        match route_batch(
+        let res = route_batch(
             config,
             &consumer,
-            &producer,
+            txn.producer(),
             &batch,
             metrics,
             &event_types,
             guard.as_deref_mut(),
-        ) {
+            &settled,
+        )
+        .map_err(|e| {
+            // A refused output fails the transaction; name its record.
+            let rejected = txn.take_rejected();
+            match e {
+                BatchError::Kafka(_) if !rejected.is_empty() => BatchError::Rejected(rejected),
+                e => e,
+            }
+        });
+        match res {
             Ok(()) => {
                 if let Some(d) = guard.as_deref_mut() {
                     d.commit();
@@ -230,6 +224,17 @@ fn route_loop(
                 }
                 drop(guard);
                 metrics.transactions.with_label_values(&["commit"]).inc();
+                if first_commit {
+                    first_commit = false;
+                    info!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "Routing: first transaction committed {} ms after start.",
+                        started.elapsed().as_millis()
+                    );
+                }
+                for m in &batch {
+                    settled.remove(&(m.partition(), m.offset()));
+                }
                 store_positions(&consumer, &batch);
                 for &partition in heads.keys() {
                     metrics
@@ -240,7 +245,7 @@ fn route_loop(
                 metrics
                     .batch_duration
                     .with_label_values(&[] as &[&str])
-                    .observe(started.elapsed().as_secs_f64());
+                    .observe(t0.elapsed().as_secs_f64());
             }
             Err(e) => {
                 if let Some(d) = guard.as_deref_mut() {
@@ -248,18 +253,35 @@ fn route_loop(
                 }
                 drop(guard);
                 metrics.transactions.with_label_values(&["abort"]).inc();
-                if let KafkaError::Transaction(ref t) = e {
-                    if t.is_fatal() {
-                        error!(error = %e, "Fatal transaction error; exiting so the batch is re-read after restart.");
-                        return Err(e.into());
+                let cause = match e {
+                    BatchError::Kafka(e) => {
+                        warn!(error = %e, records = batch.len(), "Transaction failed; aborting and routing the batch again.");
+                        e
                     }
-                }
-                warn!(error = %e, records = batch.len(), "Transaction failed; aborting and re-reading the batch.");
-                if let Err(e) = producer.abort_transaction(TXN_TIMEOUT) {
-                    error!(error = %e, "Abort failed; exiting so the batch is re-read after restart.");
-                    return Err(e.into());
-                }
-                rewind(&consumer, &batch);
+                    BatchError::Rejected(list) => {
+                        // The broker refuses a whole produce request for one
+                        // record too many: settle only the largest refused
+                        // record per try, so innocent ones sharing its
+                        // request are routed on the next.
+                        let largest = list.iter().max_by_key(|r| r.size);
+                        if let Some(r) = largest {
+                            let again = settled.contains_key(&r.origin);
+                            warn!(partition = r.origin.0, offset = r.origin.1, error = %r.error,
+                                "An output of this input record was refused for good; routing the batch again with the record sent to the invalid topic.");
+                            settled.insert(
+                                r.origin,
+                                Settled {
+                                    reason: txn::rejection_reason(&r.error),
+                                    message: format!("producing an output failed: {}", r.error),
+                                    keep_bytes: if again { 0 } else { SETTLED_KEEP_BYTES },
+                                },
+                            );
+                        }
+                        KafkaError::Canceled
+                    }
+                };
+                txn.abort(&cause);
+                recovering = true;
             }
         }
     }
@@ -269,16 +291,74 @@ fn route_loop(
     Ok(())
 }
 
+/// Polls the consumer while the producer is away, so it stays in its group
+/// and serves rebalances; records read are dropped (the loop rewinds to the
+/// committed offsets before routing again).
+fn idle_poll(consumer: &Consumer_, d: Duration) {
+    let until = Instant::now() + d;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        if let Some(Err(e)) = consumer.poll(left.min(Duration::from_millis(200))) {
+            warn!(error = %e, "Consumer error while waiting for the broker.");
+        }
+    }
+}
+
+/// Fills `batch` up to `batch_max_records` or `batch_max_wait`. `false`
+/// when there is nothing to route: no record came, or the assignment
+/// changed meanwhile (the records, possibly of revoked partitions, are
+/// dropped and their partitions rewound).
+fn collect(config: &Config, consumer: &Consumer_, batch: &mut Vec<OwnedMessage>) -> bool {
+    let rebalances = || consumer.context().rebalances.load(Ordering::Acquire);
+    let epoch = rebalances();
+    let mut deadline = None;
+    while batch.len() < config.router.batch_max_records {
+        let timeout = match deadline {
+            None => Duration::from_millis(200),
+            Some(d) => d - Instant::now().min(d),
+        };
+        match consumer.poll(timeout) {
+            Some(Ok(m)) => {
+                batch.push(m.detach());
+                deadline.get_or_insert_with(|| Instant::now() + config.router.batch_max_wait);
+            }
+            Some(Err(e)) => warn!(error = %e, "Consumer error while polling the input topic."),
+            None if deadline.is_none() => break,
+            None => {}
+        }
+        if rebalances() != epoch {
+            if !batch.is_empty() {
+                info!(
+                    records = batch.len(),
+                    "Assignment changed while reading a batch; dropping it and rewinding."
+                );
+                rewind(consumer, batch);
+                batch.clear();
+            }
+            return false;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    !batch.is_empty()
+}
+
 /// Routes one batch in one transaction: outputs, then the input offsets.
+#[allow(clippy::too_many_arguments)]
 fn route_batch(
     config: &Config,
-    consumer: &BaseConsumer<RouterContext>,
-    producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-    batch: &[rdkafka::message::OwnedMessage],
+    consumer: &Consumer_,
+    producer: &TxnProducer,
+    batch: &[OwnedMessage],
     metrics: &RouterMetrics,
     event_types: &BoundedLabel,
     mut dedupe: Option<&mut Dedupe>,
-) -> Result<(), KafkaError> {
+    settled: &HashMap<(i32, i64), Settled>,
+) -> Result<(), BatchError> {
     producer.begin_transaction()?;
     let mut next_offsets: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     let group = config.topic_names().router_group();
@@ -286,8 +366,17 @@ fn route_batch(
         // One span per record; outputs written under it carry its context.
         let span = herald_core::otel::route_span(m, &group);
         let _routing = span.enter();
-        for out in route_record(config, m, metrics, event_types, dedupe.as_deref_mut()) {
-            let mut record = BaseRecord::to(&out.topic)
+        let origin = (m.partition(), m.offset());
+        let outs = route_record_settled(
+            config,
+            m,
+            metrics,
+            event_types,
+            dedupe.as_deref_mut(),
+            settled.get(&origin),
+        );
+        for out in outs {
+            let mut record = BaseRecord::with_opaque_to(&out.topic, Box::new(origin))
                 .payload(&out.value)
                 .headers(out.headers);
             if let Some(k) = &out.key {
@@ -306,7 +395,14 @@ fn route_batch(
                         record = r;
                         std::thread::sleep(Duration::from_millis(5));
                     }
-                    Err((e, _)) => return Err(e),
+                    Err((e, _)) if txn::is_permanent(&e) => {
+                        return Err(BatchError::Rejected(vec![txn::Rejected {
+                            origin,
+                            error: e,
+                            size: usize::MAX,
+                        }]))
+                    }
+                    Err((e, _)) => return Err(e.into()),
                 }
             }
         }
@@ -321,6 +417,10 @@ fn route_batch(
         .ok_or_else(|| KafkaError::Subscription("consumer has no group metadata".into()))?;
     producer.send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
     wait_for_acks(producer, TXN_TIMEOUT);
+    // A refused output must not commit: its record would be lost.
+    if producer.context().any_rejected() {
+        return Err(BatchError::Kafka(KafkaError::Canceled));
+    }
     producer.commit_transaction(TXN_TIMEOUT)?;
     Ok(())
 }
@@ -332,20 +432,17 @@ fn route_batch(
 /// throughput and added 100 ms to every event's latency (docs/benchmarks.md).
 /// Once nothing is in flight, that flush returns at once. On timeout the
 /// commit reports what went wrong.
-fn wait_for_acks(
-    producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-    timeout: Duration,
-) {
+fn wait_for_acks(producer: &TxnProducer, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// After an abort, moves each partition of the batch back to its first
-/// record so the batch is routed again. Partitions no longer assigned are
-/// skipped: their new owner starts from the committed offset.
-fn rewind(consumer: &BaseConsumer<RouterContext>, batch: &[rdkafka::message::OwnedMessage]) {
+/// After a dropped batch, moves each partition of the batch back to its
+/// first record so the batch is routed again. Partitions no longer assigned
+/// are skipped: their new owner starts from the committed offset.
+fn rewind(consumer: &Consumer_, batch: &[OwnedMessage]) {
     let mut first: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for m in batch {
         first
@@ -364,94 +461,33 @@ fn rewind(consumer: &BaseConsumer<RouterContext>, batch: &[rdkafka::message::Own
     }
 }
 
-/// The changelog must exist with at least as many partitions as the input,
-/// since input partition N keeps its marks in changelog partition N.
-fn check_changelog(config: &Config) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = client_config(config).create()?;
-    let count = |topic: &str| -> anyhow::Result<usize> {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        Ok(md
-            .topics()
-            .first()
-            .filter(|t| t.error().is_none())
-            .map(|t| t.partitions().len())
-            .unwrap_or(0))
-    };
-    let changelog = config.topic_names().dedupe_changelog();
-    let (input, log) = (count(&config.topics.input)?, count(&changelog)?);
-    if log < input {
-        anyhow::bail!(
-            "dedupe changelog {changelog} has {log} partitions but input topic {} has {input}; \
-             run `herald topics apply` (or add partitions to it), or set router.dedupe_window = \"0s\" to turn dedupe off",
-            config.topics.input
-        );
+/// Moves every assigned partition to the group's committed offset (the
+/// start, if none). After a failed or uncertain transaction this is the
+/// only safe position: a commit that did go through is not routed again,
+/// one that did not is.
+fn rewind_to_committed(consumer: &Consumer_) -> anyhow::Result<()> {
+    let assignment = consumer.assignment()?;
+    if assignment.count() == 0 {
+        return Ok(());
+    }
+    let committed = consumer.committed_offsets(assignment, Duration::from_secs(10))?;
+    for e in committed.elements() {
+        let to = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        if let Err(err) = consumer.seek(e.topic(), e.partition(), to, Duration::from_secs(10)) {
+            // Revoked meanwhile, or not fetching yet: its (next) owner
+            // starts from the committed offset anyway.
+            warn!(partition = e.partition(), error = %err, "Could not move partition to its committed offset.");
+        }
     }
     Ok(())
 }
 
-/// Reads the changelog partitions matching newly assigned input partitions
-/// and loads the marks still inside the window. Runs inside the rebalance
-/// callback, before any record of those partitions is routed.
-fn restore_dedupe(
-    config: &Config,
-    partitions: &[i32],
-    dedupe: &Mutex<Dedupe>,
-) -> anyhow::Result<usize> {
-    let topic = config.topic_names().dedupe_changelog();
-    let consumer: BaseConsumer = client_config(config)
-        .set(
-            "group.id",
-            format!("{}.dedupe-restore", config.topic_names().router_group()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for &p in partitions {
-        let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
-        if high > low {
-            tpl.add_partition_offset(&topic, p, Offset::Offset(low))?;
-            ends.insert(p, high);
-        }
-    }
-    if ends.is_empty() {
-        return Ok(0);
-    }
-    consumer.assign(&tpl)?;
-    let now = herald_core::time::now_ms();
-    let mut d = dedupe.lock().expect("dedupe lock");
-    let (mut loaded, deadline) = (0, Instant::now() + Duration::from_secs(120));
-    while !ends.is_empty() {
-        anyhow::ensure!(Instant::now() < deadline, "timed out reading {topic}");
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m?;
-            let id = m.key().and_then(dedupe::parse_key);
-            let at = m
-                .payload()
-                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
-            if let (Some(id), Some(at)) = (id, at) {
-                if now - at <= d.window_ms() {
-                    d.insert(m.partition(), id, at);
-                    loaded += 1;
-                }
-            }
-        }
-        // Transaction markers take offsets but are never returned.
-        for e in consumer.position()?.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                if ends.get(&e.partition()).is_some_and(|end| o >= *end) {
-                    ends.remove(&e.partition());
-                }
-            }
-        }
-    }
-    Ok(loaded)
-}
-
 /// Per partition of a batch, the Kafka timestamp of its first record: the
 /// oldest record not yet routed until the batch's transaction commits.
-fn batch_heads(batch: &[rdkafka::message::OwnedMessage]) -> BTreeMap<i32, i64> {
+fn batch_heads(batch: &[OwnedMessage]) -> BTreeMap<i32, i64> {
     let mut heads = BTreeMap::new();
     for m in batch {
         let ts = m
@@ -466,10 +502,7 @@ fn batch_heads(batch: &[rdkafka::message::OwnedMessage]) -> BTreeMap<i32, i64> {
 /// Records the batch's committed positions on the consumer, for the lag
 /// statistics only (auto-commit is off, so nothing commits them): the
 /// transaction's offset commit is invisible to the consumer.
-fn store_positions(
-    consumer: &BaseConsumer<RouterContext>,
-    batch: &[rdkafka::message::OwnedMessage],
-) {
+fn store_positions(consumer: &Consumer_, batch: &[OwnedMessage]) {
     let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for m in batch {
         next.insert((m.topic(), m.partition()), m.offset() + 1);

@@ -1,17 +1,21 @@
 //! Routing one input record: decode, validate, match rules, build outputs.
 //! Pure apart from metrics, so it is tested without a broker.
 
-use crate::dedupe::{identity, key as dedupe_key, Dedupe};
+use crate::dedupe::{key as dedupe_key, Dedupe};
 use herald_core::codec::{decode_input, AvroRecord};
 use herald_core::config::Config;
 use herald_core::envelope::Delivery;
 use herald_core::headers as h;
+use herald_core::identity::{identity, missing_field};
 use herald_core::kafka::{add_header, header_str};
 use herald_core::metrics::{BoundedLabel, RouterMetrics};
 use herald_core::otel::{self, TraceHeaders};
 use herald_core::time::now_ms;
 use rdkafka::message::{Headers, Message, OwnedHeaders};
 use tracing::{debug, warn};
+
+/// On invalid records whose payload was cut to fit: its size before.
+pub const ORIGINAL_SIZE: &str = "herald-original-size";
 
 /// One record the router writes.
 pub struct Output {
@@ -23,6 +27,89 @@ pub struct Output {
     pub headers: OwnedHeaders,
 }
 
+impl Output {
+    /// Bytes librdkafka counts against `message.max.bytes`, about: value,
+    /// key and headers.
+    pub fn size(&self) -> usize {
+        self.value.len() + self.key.as_ref().map_or(0, Vec::len) + headers_size(&self.headers)
+    }
+}
+
+fn headers_size(hs: &OwnedHeaders) -> usize {
+    hs.iter()
+        .map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len) + 8)
+        .sum()
+}
+
+/// A record whose outputs can never be written (a produce error that no
+/// retry fixes, such as a destination topic's smaller `max.message.bytes`):
+/// on its next routing it goes to the invalid topic instead.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub reason: &'static str,
+    pub message: String,
+    /// Most payload bytes kept on the invalid record.
+    pub keep_bytes: usize,
+}
+
+/// Writes `m` to the invalid topic: the producer's headers, why, where it
+/// came from, and as much of its payload as fits in `max_bytes`.
+#[allow(clippy::too_many_arguments)]
+fn invalid_output<M: Message>(
+    config: &Config,
+    m: &M,
+    metrics: &RouterMetrics,
+    reason: &'static str,
+    class: &str,
+    message: &str,
+    max_bytes: usize,
+    keep: usize,
+) -> Output {
+    metrics.invalid.with_label_values(&[reason]).inc();
+    warn!(
+        topic = m.topic(),
+        partition = m.partition(),
+        offset = m.offset(),
+        reason,
+        error = message,
+        "Input record is not a valid event; sending it to the invalid topic."
+    );
+    let mut hs = OwnedHeaders::new();
+    if let Some(orig) = m.headers() {
+        for x in orig.iter() {
+            hs = hs.insert(x);
+        }
+    }
+    let payload = m.payload().unwrap_or_default();
+    let key = m.key().map(<[u8]>::to_vec);
+    let hs = add_header(hs, h::INVALID_REASON, reason);
+    let hs = add_header(hs, h::ERROR_CLASS, class);
+    let hs = add_header(
+        hs,
+        h::ERROR_MESSAGE,
+        &h::truncate(message, h::MAX_ERROR_MESSAGE),
+    );
+    let hs = add_header(hs, h::ORIGINAL_TOPIC, m.topic());
+    let hs = add_header(hs, h::ORIGINAL_PARTITION, &m.partition().to_string());
+    let mut hs = add_header(hs, h::ORIGINAL_OFFSET, &m.offset().to_string());
+    let room = max_bytes
+        .saturating_sub(key.as_ref().map_or(0, Vec::len))
+        .saturating_sub(headers_size(&hs) + 64)
+        .min(keep);
+    let mut value = payload.to_vec();
+    if value.len() > room {
+        hs = add_header(hs, ORIGINAL_SIZE, &value.len().to_string());
+        value.truncate(room);
+    }
+    Output {
+        topic: config.topic_names().invalid(),
+        partition: None,
+        key,
+        value,
+        headers: hs,
+    }
+}
+
 /// Decides every output of one input record.
 pub fn route_record<M: Message>(
     config: &Config,
@@ -31,7 +118,33 @@ pub fn route_record<M: Message>(
     event_types: &BoundedLabel,
     dedupe: Option<&mut Dedupe>,
 ) -> Vec<Output> {
+    route_record_settled(config, m, metrics, event_types, dedupe, None)
+}
+
+/// [`route_record`], where `settled` names a record whose outputs failed
+/// for good on an earlier try: it goes to the invalid topic.
+pub fn route_record_settled<M: Message>(
+    config: &Config,
+    m: &M,
+    metrics: &RouterMetrics,
+    event_types: &BoundedLabel,
+    dedupe: Option<&mut Dedupe>,
+    settled: Option<&Settled>,
+) -> Vec<Output> {
     let names = config.topic_names();
+    let max = config.router.max_event_bytes;
+    if let Some(s) = settled {
+        return vec![invalid_output(
+            config,
+            m,
+            metrics,
+            s.reason,
+            "produce",
+            &s.message,
+            max,
+            s.keep_bytes,
+        )];
+    }
     let origin = |hs: OwnedHeaders| {
         let hs = add_header(hs, h::ORIGINAL_TOPIC, m.topic());
         let hs = add_header(hs, h::ORIGINAL_PARTITION, &m.partition().to_string());
@@ -40,36 +153,36 @@ pub fn route_record<M: Message>(
     let event = match decode_input(m.payload(), |n| header_str(m, n)) {
         Ok(e) => e,
         Err(invalid) => {
-            metrics.invalid.with_label_values(&[invalid.reason()]).inc();
-            warn!(
-                topic = m.topic(),
-                partition = m.partition(),
-                offset = m.offset(),
-                reason = invalid.reason(),
-                "Input record is not a valid event; sending it to the invalid topic."
-            );
-            // Keep the producer's own headers, then say why.
-            let mut hs = OwnedHeaders::new();
-            if let Some(orig) = m.headers() {
-                for x in orig.iter() {
-                    hs = hs.insert(x);
-                }
-            }
-            let hs = add_header(hs, h::INVALID_REASON, invalid.reason());
-            let hs = add_header(hs, h::ERROR_CLASS, "schema");
-            let hs = add_header(
-                hs,
-                h::ERROR_MESSAGE,
-                &h::truncate(&invalid.message(), h::MAX_ERROR_MESSAGE),
-            );
-            return vec![Output {
-                topic: names.invalid(),
-                partition: None,
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().unwrap_or_default().to_vec(),
-                headers: origin(hs),
-            }];
+            let msg = invalid.message();
+            return vec![invalid_output(
+                config,
+                m,
+                metrics,
+                invalid.reason(),
+                "schema",
+                &msg,
+                max,
+                usize::MAX,
+            )];
         }
+    };
+    let data: serde_json::Value =
+        serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null);
+    // Without its identity fields an event would share one identity with
+    // every other such event, and dedupe would drop all but the first.
+    let Some(id) = identity(&event, &data, &config.router.identity) else {
+        let field = missing_field(&event, &data, &config.router.identity).unwrap_or("?");
+        let msg = format!("identity field `{field}` (router.identity) is missing or null");
+        return vec![invalid_output(
+            config,
+            m,
+            metrics,
+            "identity",
+            "schema",
+            &msg,
+            max,
+            usize::MAX,
+        )];
     };
     metrics
         .received
@@ -80,8 +193,6 @@ pub fn route_record<M: Message>(
     let span = tracing::Span::current();
     otel::record_event(&span, &event.id, None);
     let trace = otel::outgoing(&span, TraceHeaders::from_message(m).as_ref());
-    let data: serde_json::Value =
-        serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null);
     let key = m
         .key()
         .map(<[u8]>::to_vec)
@@ -89,24 +200,7 @@ pub fn route_record<M: Message>(
         .unwrap_or_else(|| event.id.as_bytes().to_vec());
     let routed_at = now_ms();
     let mut outputs = Vec::new();
-    if let Some(dedupe) = dedupe {
-        let id = identity(&event, &data, &config.router.identity);
-        if dedupe.check(m.partition(), id, routed_at) {
-            metrics
-                .deduplicated
-                .with_label_values(&[&event_types.get(&event.r#type)])
-                .inc();
-            debug!(event_id = %event.id, "Duplicate event within the dedupe window; dropped.");
-            return outputs;
-        }
-        outputs.push(Output {
-            topic: names.dedupe_changelog(),
-            partition: Some(m.partition()),
-            key: Some(dedupe_key(id).into_bytes()),
-            value: routed_at.to_string().into_bytes(),
-            headers: OwnedHeaders::new(),
-        });
-    }
+    let mut dests = Vec::new();
     for (dest, dc) in &config.destinations {
         if !dc.route.matches(&event, &data) {
             continue;
@@ -136,13 +230,55 @@ pub fn route_record<M: Message>(
         }
         hs = add_header(hs, h::ATTEMPT, "0");
         hs = add_header(hs, h::CONTENT_TYPE, "application/avro");
-        outputs.push(Output {
+        let out = Output {
             topic: names.dest(dest),
             partition: None,
             key: Some(key.clone()),
             value,
             headers: origin(hs),
-        });
+        };
+        // Checked before producing: a record over the producer's or topic's
+        // limit would fail the whole transaction, again on every retry.
+        if out.size() > max {
+            let msg = format!(
+                "the delivery for {dest} would be {} bytes, over router.max_event_bytes ({max})",
+                out.size()
+            );
+            return vec![invalid_output(
+                config,
+                m,
+                metrics,
+                "too-large",
+                "size",
+                &msg,
+                max,
+                usize::MAX,
+            )];
+        }
+        outputs.push(out);
+        dests.push(dest);
+    }
+    if let Some(dedupe) = dedupe {
+        if dedupe.check(m.partition(), id, routed_at) {
+            metrics
+                .deduplicated
+                .with_label_values(&[&event_types.get(&event.r#type)])
+                .inc();
+            debug!(event_id = %event.id, "Duplicate event within the dedupe window; dropped.");
+            return Vec::new();
+        }
+        outputs.insert(
+            0,
+            Output {
+                topic: names.dedupe_changelog(),
+                partition: Some(m.partition()),
+                key: Some(dedupe_key(id).into_bytes()),
+                value: routed_at.to_string().into_bytes(),
+                headers: OwnedHeaders::new(),
+            },
+        );
+    }
+    for dest in dests {
         metrics.routed.with_label_values(&[dest]).inc();
     }
     if outputs.iter().all(|o| o.partition.is_some()) {
@@ -201,7 +337,14 @@ mod tests {
             br#"{"id":"e1","source":"/s","type":"payment.failed","data":{}}"#,
             Some(hs),
         );
-        let out = route_record(&c, &m, &RouterMetrics::new(), &BoundedLabel::new(10), None);
+        let out = route_record_settled(
+            &c,
+            &m,
+            &RouterMetrics::new(),
+            &BoundedLabel::new(10),
+            None,
+            None,
+        );
         let topics: Vec<_> = out.iter().map(|o| o.topic.as_str()).collect();
         assert_eq!(topics, ["herald.dest.all", "herald.dest.billing"]);
         for o in &out {
@@ -224,7 +367,15 @@ mod tests {
             None,
         );
         assert_eq!(
-            route_record(&c, &m, &RouterMetrics::new(), &BoundedLabel::new(10), None).len(),
+            route_record_settled(
+                &c,
+                &m,
+                &RouterMetrics::new(),
+                &BoundedLabel::new(10),
+                None,
+                None
+            )
+            .len(),
             1
         );
     }
@@ -238,7 +389,8 @@ mod tests {
             br#"{"id":"e1","source":"/s","type":"payment.failed","data":{}}"#,
             None,
         );
-        let first = route_record(&c, &m, &metrics, &BoundedLabel::new(10), Some(&mut d));
+        let first =
+            route_record_settled(&c, &m, &metrics, &BoundedLabel::new(10), Some(&mut d), None);
         let topics: Vec<_> = first.iter().map(|o| o.topic.as_str()).collect();
         assert_eq!(
             topics,
@@ -254,7 +406,8 @@ mod tests {
             "changelog partition = input partition"
         );
         d.commit();
-        let again = route_record(&c, &m, &metrics, &BoundedLabel::new(10), Some(&mut d));
+        let again =
+            route_record_settled(&c, &m, &metrics, &BoundedLabel::new(10), Some(&mut d), None);
         assert!(again.is_empty());
         assert_eq!(
             metrics
@@ -265,14 +418,101 @@ mod tests {
         );
     }
 
+    fn reason_of(out: &[Output]) -> Option<String> {
+        out[0]
+            .headers
+            .iter()
+            .find(|x| x.key == h::INVALID_REASON)
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8_lossy(v).to_string())
+    }
+
+    #[test]
+    fn missing_identity_fields_go_to_invalid_not_to_dedupe() {
+        let mut c = config();
+        c.router.identity = vec!["type".into(), "data.order_id".into()];
+        let metrics = RouterMetrics::new();
+        let mut d = Dedupe::new(std::time::Duration::from_secs(60), 100);
+        for id in ["e1", "e2"] {
+            let v = format!(r#"{{"id":"{id}","source":"/s","type":"payment.failed","data":{{}}}}"#);
+            let out = route_record_settled(
+                &c,
+                &msg(v.as_bytes(), None),
+                &metrics,
+                &BoundedLabel::new(10),
+                Some(&mut d),
+                None,
+            );
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].topic, "herald.invalid");
+            assert_eq!(reason_of(&out).as_deref(), Some("identity"));
+        }
+        assert_eq!(metrics.invalid.with_label_values(&["identity"]).get(), 2);
+        let ok = br#"{"id":"e3","source":"/s","type":"payment.failed","data":{"order_id":1}}"#;
+        let out = route_record_settled(
+            &c,
+            &msg(ok, None),
+            &metrics,
+            &BoundedLabel::new(10),
+            Some(&mut d),
+            None,
+        );
+        assert_eq!(out.len(), 3, "mark + two destinations");
+    }
+
+    #[test]
+    fn an_event_too_large_to_deliver_goes_to_invalid_truncated() {
+        let mut c = config();
+        c.router.max_event_bytes = 10_000;
+        let metrics = RouterMetrics::new();
+        let big = format!(
+            r#"{{"id":"e1","source":"/s","type":"payment.failed","data":{{"x":"{}"}}}}"#,
+            "a".repeat(20_000)
+        );
+        let mut d = Dedupe::new(std::time::Duration::from_secs(60), 100);
+        let out = route_record_settled(
+            &c,
+            &msg(big.as_bytes(), None),
+            &metrics,
+            &BoundedLabel::new(10),
+            Some(&mut d),
+            None,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, "herald.invalid");
+        assert_eq!(reason_of(&out).as_deref(), Some("too-large"));
+        assert!(out[0].size() <= 10_000, "{}", out[0].size());
+        assert!(big.as_bytes().starts_with(&out[0].value));
+        d.commit();
+        assert_eq!(d.entries(), 0, "no dedupe mark for an event not routed");
+        // A record settled after a refused produce goes to invalid as is.
+        let s = Settled {
+            reason: "too-large",
+            message: "refused".into(),
+            keep_bytes: 100,
+        };
+        let ok = br#"{"id":"e3","source":"/s","type":"payment.failed","data":{}}"#;
+        let out = route_record_settled(
+            &c,
+            &msg(ok, None),
+            &metrics,
+            &BoundedLabel::new(10),
+            None,
+            Some(&s),
+        );
+        assert_eq!((out.len(), out[0].topic.as_str()), (1, "herald.invalid"));
+        assert_eq!(out[0].value.len(), ok.len().min(100));
+    }
+
     #[test]
     fn invalid_goes_to_invalid_topic_with_reason() {
         let metrics = RouterMetrics::new();
-        let out = route_record(
+        let out = route_record_settled(
             &config(),
             &msg(b"\x00\xffgarbage", None),
             &metrics,
             &BoundedLabel::new(10),
+            None,
             None,
         );
         assert_eq!(out.len(), 1);
