@@ -32,6 +32,8 @@ pub struct DestOutcome {
     /// 2xx answers for an id already answered 2xx.
     pub duplicates: usize,
     pub duplicates_by_cause: BTreeMap<String, usize>,
+    /// A few duplicates that no cause explains, with their timing.
+    pub unexplained_samples: Vec<String>,
     pub bad_signatures: u64,
     /// Ids routed onto the destination topic more than once (None when the
     /// topic was not read: its retention deletes records on purpose).
@@ -131,6 +133,14 @@ pub fn outcome(input: DestInput<'_>, expect: &Expect, faults: &[Fault]) -> DestO
             let cause = cause(&input, id, w[0], w[1], expect, faults);
             o.duplicates += 1;
             *o.duplicates_by_cause.entry(cause.into()).or_default() += 1;
+            if cause == "unexplained" && o.unexplained_samples.len() < 5 {
+                o.unexplained_samples.push(format!(
+                    "{id}: 2xx at {} ms (answered after {} ms), 2xx again at {} ms",
+                    w[0].at_ms,
+                    w[0].done_ms - w[0].at_ms,
+                    w[1].at_ms
+                ));
+            }
         }
     }
     o

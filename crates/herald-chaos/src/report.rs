@@ -242,13 +242,25 @@ wait, a `herald dlq replay --all` with every destination healthy, and a second w
                 map(&o.deleted_by_retention)
             );
         }
+        for o in self
+            .outcomes
+            .iter()
+            .filter(|o| !o.unexplained_samples.is_empty())
+        {
+            let _ = writeln!(
+                m,
+                "- {}: duplicates no fault explains (times since the services started): {}",
+                o.name,
+                o.unexplained_samples.join("; ")
+            );
+        }
         for o in self.outcomes.iter().filter(|o| o.replay_unsettled > 0) {
             let _ = writeln!(
                 m,
                 "- {}: **{} replayed pair(s) neither delivered nor dead-lettered again** by the end (still in the DLQ from before), e.g. {}",
                 o.name,
                 o.replay_unsettled,
-                o.replay_unsettled_samples.first().map_or("", |s| s.as_str())
+                o.replay_unsettled_samples.join(" | ")
             );
         }
         let lost: Vec<&DestOutcome> = self.outcomes.iter().filter(|o| o.lost > 0).collect();

@@ -10,7 +10,7 @@ use crate::plan::{destinations, write_config, Plan};
 use crate::procs::{log_summary, Spec};
 use crate::recorder::Recorder;
 use crate::report::{Code, Copies, InvalidReport, Machine, Report};
-use crate::verify::{expectations, read_dlq, read_invalid, routed_counts, wait_terminal};
+use crate::verify::{expectations, locate, read_dlq, read_invalid, routed_counts, wait_terminal};
 use anyhow::{bail, Context};
 use herald_core::config::Config;
 use herald_core::kafka::{apply_topics, topic_plan};
@@ -326,6 +326,30 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         );
         if d.name == "healthy" {
             routed_healthy = routed;
+        }
+        let mut o = o;
+        if o.replay_unsettled > 0 {
+            let ids: HashSet<String> = o
+                .replay_unsettled_samples
+                .iter()
+                .filter_map(|s| s.split(':').next().map(str::to_string))
+                .collect();
+            let tier = config.destinations[d.name].retry.tiers[0];
+            let at = locate(
+                &config,
+                &names.retry(d.name, tier),
+                &names.adapter_group(d.name),
+                &ids,
+            )
+            .await;
+            for s in &mut o.replay_unsettled_samples {
+                let id = s.split(':').next().unwrap_or_default().to_string();
+                s.push_str(&format!(
+                    "; replayed record {}",
+                    at.get(&id)
+                        .map_or("not found on the first retry tier", |x| x.as_str())
+                ));
+            }
         }
         outcomes.push(o);
     }

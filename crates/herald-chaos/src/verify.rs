@@ -214,3 +214,60 @@ pub async fn wait_terminal(
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
 }
+
+/// Where each of `ids` sits on `topic` (Delivery records) and whether
+/// `group` has committed past it: for replayed pairs that never settled.
+pub async fn locate(
+    config: &Config,
+    topic: &str,
+    group: &str,
+    ids: &HashSet<String>,
+) -> HashMap<String, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let mut out = HashMap::new();
+    let Ok(msgs) = read_topic_to_end(config, topic).await else {
+        return out;
+    };
+    let committed: HashMap<i32, i64> = herald_core::kafka::client_config(config)
+        .set("group.id", group)
+        .create::<BaseConsumer>()
+        .ok()
+        .and_then(|c| {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..config.topics.partitions {
+                tpl.add_partition(topic, p);
+            }
+            c.committed_offsets(tpl, Duration::from_secs(10)).ok()
+        })
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for m in msgs {
+        let Some(Ok(d)) = m.payload().map(Delivery::from_avro) else {
+            continue;
+        };
+        if ids.contains(&d.event.id) {
+            let c = committed.get(&m.partition()).copied();
+            out.insert(
+                d.event.id,
+                format!(
+                    "on {topic} at {}/{} (attempts {}, due_at {}), group committed {} there",
+                    m.partition(),
+                    m.offset(),
+                    d.attempts,
+                    d.due_at,
+                    c.map_or("nothing".into(), |o| o.to_string())
+                ),
+            );
+        }
+    }
+    out
+}

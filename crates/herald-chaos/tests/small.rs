@@ -8,8 +8,13 @@ use herald_chaos::plan::Plan;
 use herald_chaos::{default_bin_dir, repo_root, run, Options};
 use std::process::Command;
 
-/// The service binaries of this checkout, built if needed.
+/// The service binaries of this checkout, built if needed; or those in
+/// `HERALD_CHAOS_BIN_DIR` (a snapshot, so a shared tree rebuilt meanwhile
+/// cannot swap binaries between restarts).
 fn bin_dir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("HERALD_CHAOS_BIN_DIR") {
+        return d.into();
+    }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "build",
