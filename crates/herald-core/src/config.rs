@@ -262,6 +262,13 @@ pub struct AdapterConfig {
     /// On SIGTERM, how long in-flight deliveries may take to finish.
     #[serde(default = "default_shutdown_grace", with = "serde_duration")]
     pub shutdown_grace: Duration,
+    /// This process's stable name in its consumer group (static membership:
+    /// `group.instance.id` = `<group>.<instance_id>`), so a restarted
+    /// adapter gets its partitions back at once instead of after the
+    /// session timeout. Default: the host name. Must differ between
+    /// adapters of one destination on the same host (`--instance-id`).
+    #[serde(default)]
+    pub instance_id: Option<String>,
 }
 
 fn default_adapter_listen() -> String {
@@ -280,6 +287,7 @@ impl Default for AdapterConfig {
             listen: default_adapter_listen(),
             commit_interval: default_commit_interval(),
             shutdown_grace: default_shutdown_grace(),
+            instance_id: None,
         }
     }
 }
@@ -755,6 +763,28 @@ mod tests {
     }
 
     #[test]
+    fn ledger_retention_defaults_to_retention_and_covers_the_retry_budget() {
+        let topics = |t: &str| parse(&format!("[topics]\n{t}\n{MINIMAL}"), &[]);
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.topics.ledger_retention, None);
+        assert_eq!(c.topics.ledger_retention(), days(7));
+        let c = topics("retention = \"3d\"").unwrap();
+        assert_eq!(c.topics.ledger_retention(), days(3));
+        let c = topics("ledger_retention = \"2d\"").unwrap();
+        assert_eq!(c.topics.ledger_retention(), days(2));
+        // Default budget: max_age 24h + longest tier 1h.
+        let err = topics("ledger_retention = \"24h\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topics.ledger_retention"), "{err}");
+        assert!(err.contains("crm"), "{err}");
+        let err = topics("retention = \"1d\"").unwrap_err().to_string();
+        assert!(err.contains("topics.ledger_retention"), "{err}");
+        topics("ledger_retention = \"25h\"").unwrap();
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let err = parse(&format!("{MINIMAL}\n[router]\nbatch_size = 3\n"), &[]).unwrap_err();
         assert!(err.to_string().contains("batch_size"), "{err}");
@@ -779,28 +809,6 @@ mod tests {
             d.retry.tiers,
             vec![Duration::from_secs(1), Duration::from_secs(2)]
         );
-    }
-
-    #[test]
-    fn ledger_retention_defaults_to_retention_and_covers_the_retry_budget() {
-        let topics = |t: &str| parse(&format!("[topics]\n{t}\n{MINIMAL}"), &[]);
-        let days = |n: u64| Duration::from_secs(n * 86_400);
-        let c = parse(MINIMAL, &[]).unwrap();
-        assert_eq!(c.topics.ledger_retention, None);
-        assert_eq!(c.topics.ledger_retention(), days(7));
-        let c = topics("retention = \"3d\"").unwrap();
-        assert_eq!(c.topics.ledger_retention(), days(3));
-        let c = topics("ledger_retention = \"2d\"").unwrap();
-        assert_eq!(c.topics.ledger_retention(), days(2));
-        // Default budget: max_age 24h + longest tier 1h.
-        let err = topics("ledger_retention = \"24h\"")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("topics.ledger_retention"), "{err}");
-        assert!(err.contains("crm"), "{err}");
-        let err = topics("retention = \"1d\"").unwrap_err().to_string();
-        assert!(err.contains("topics.ledger_retention"), "{err}");
-        topics("ledger_retention = \"25h\"").unwrap();
     }
 
     #[test]
