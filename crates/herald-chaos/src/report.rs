@@ -301,6 +301,24 @@ wait, a `herald dlq replay --all` with every destination healthy, and a second w
 
         let _ = writeln!(m, "\n## Faults and time to recover\n");
         let _ = writeln!(m, "Time to recover: from the restart (or the rebalance) until the service made progress again, as shown by the named signal. Times are seconds since the services started.\n");
+        let mut by_kind: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for f in &self.faults {
+            if let Some(r) = f.recovered_s {
+                by_kind.entry(f.kind).or_default().push(r);
+            }
+        }
+        for (kind, mut v) in by_kind {
+            v.sort_by(f64::total_cmp);
+            let total = self.faults.iter().filter(|f| f.kind == kind).count();
+            let _ = writeln!(
+                m,
+                "- {kind}: {total} time(s), recovered {} of them; time to recover median {:.1} s, max {:.1} s",
+                v.len(),
+                v[v.len() / 2],
+                v[v.len() - 1]
+            );
+        }
+        let _ = writeln!(m);
         let _ = writeln!(
             m,
             "| at (s) | fault | target | broker back after (s) | recovered after (s) | signal |"
