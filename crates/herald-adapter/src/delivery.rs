@@ -6,6 +6,7 @@
 use crate::circuit;
 use crate::exchange;
 use crate::kinds::RequestBuilder;
+use crate::ledger::{Ledger, Step};
 use crate::offsets::OffsetTracker;
 use crate::outcome::{self, AttemptResult, Next, Record};
 use crate::writer::Writer;
@@ -93,6 +94,17 @@ pub struct Deliverer {
     pub writer: Writer,
     pub metrics: AdapterMetrics,
     pub offsets: Arc<Mutex<OffsetTracker>>,
+    /// Steps restored from the ledger; updated with this process's own.
+    pub ledger: Arc<Mutex<Ledger>>,
+}
+
+impl Deliverer {
+    fn recorded(&self, m: &OwnedMessage, identity: &str, step: Step) {
+        self.ledger
+            .lock()
+            .expect("ledger lock")
+            .update(m.partition(), identity, step);
+    }
 }
 
 /// Frees a concurrency slot when dropped — after the HTTP attempt, or when
@@ -218,6 +230,7 @@ async fn expire(
     if !d.writer.write(records).await {
         return false;
     }
+    d.recorded(m, identity, Step::Other);
     d.metrics
         .dead_lettered
         .with_label_values(&[&d.destination, DlqReason::Expired.as_str()])
@@ -286,6 +299,15 @@ async fn attempt(
     if !d.writer.write(records).await {
         return false;
     }
+    d.recorded(
+        m,
+        identity,
+        match &next {
+            Next::Delivered => Step::Delivered,
+            Next::Retry { .. } => Step::Retrying(attempt_no),
+            Next::Dead(_) => Step::Other,
+        },
+    );
     let class = match &result.verdict {
         Verdict::Success { .. } => "none",
         Verdict::Failure { class, .. } => class.as_str(),

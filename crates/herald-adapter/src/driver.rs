@@ -192,8 +192,10 @@ impl Driver<'_> {
     /// Dead-letters ready records that expired, whatever the circuit says.
     fn settle_expired(&self, st: &mut State, done: &mpsc::UnboundedSender<()>) {
         let now = now_ms();
-        // Budgets are minutes to days: a scan every 100 ms is plenty.
-        if now - st.expiry_scanned_at < 100 {
+        // Budgets are minutes to days: a scan every 100 ms is plenty while
+        // deliveries flow; with the circuit open, settling is all there is.
+        let open = matches!(st.breaker.state(), circuit::State::Open { .. });
+        if st.sched.ready_len() == 0 || (!open && now - st.expiry_scanned_at < 100) {
             return;
         }
         st.expiry_scanned_at = now;

@@ -90,6 +90,21 @@ impl Ledger {
         self.steps.entry(partition).or_default().extend(steps);
     }
 
+    /// This process recorded a new step for an event. Only events already
+    /// known (restored) are updated — a restored step must not outlive a
+    /// later one (e.g. "retrying" after the event was dead-lettered, which
+    /// would skip its DLQ replay) — so the map never grows past what was
+    /// restored.
+    pub fn update(&mut self, partition: i32, identity: &str, step: Step) {
+        if let Some(known) = self
+            .steps
+            .get_mut(&partition)
+            .and_then(|s| s.get_mut(identity))
+        {
+            *known = step;
+        }
+    }
+
     pub fn forget(&mut self, partition: i32) {
         self.steps.remove(&partition);
     }
@@ -260,6 +275,13 @@ mod tests {
         l.load(2, [("id1".to_string(), Step::Delivered)].into());
         assert!(l.suppresses(2, "id1", 0));
         assert!(!l.suppresses(1, "id1", 0));
+        l.update(2, "id1", Step::Other);
+        assert!(
+            !l.suppresses(2, "id1", 0),
+            "a later step replaces a restored one"
+        );
+        l.update(2, "id2", Step::Delivered);
+        assert!(!l.suppresses(2, "id2", 0), "unknown events are not added");
         l.forget(2);
         assert!(!l.suppresses(2, "id1", 0));
     }

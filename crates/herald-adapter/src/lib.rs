@@ -125,6 +125,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         offsets,
+        ledger: ledger.clone(),
     });
     info!(destination = %destination, %group, group_instance_id = %instance, topics = ?topics, concurrency = dc.concurrency, "Adapter started.");
     depth::DepthProbe::new(&config, &destination, &dc, metrics.clone())?.start()?;

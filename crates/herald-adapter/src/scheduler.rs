@@ -211,12 +211,17 @@ impl<M> Scheduler<M> {
     /// The next ready record whose partition is still assigned.
     pub fn pop_ready(&mut self) -> Option<Queued<M>> {
         let q = self.ready.pop_front()?;
+        self.relieve();
+        Some(q)
+    }
+
+    /// Lifts back-pressure once the ready queue is down to half its cap.
+    fn relieve(&mut self) {
         if self.ready.len() <= self.ready_cap / 2 {
             for r in self.reasons.values_mut() {
                 *r &= !BACKPRESSURE;
             }
         }
-        Some(q)
     }
 
     /// Removes and returns the ready records `settle_now` picks (expired
@@ -232,6 +237,7 @@ impl<M> Scheduler<M> {
             }
         }
         self.ready = keep;
+        self.relieve();
         out
     }
 
@@ -335,6 +341,19 @@ mod tests {
         let expired = s.take_ready_where(|o| *o == 5);
         assert_eq!(expired.len(), 1);
         assert_eq!(s.ready_len(), 1);
+        // Settling expired records relieves back-pressure too (the circuit
+        // is open: nothing is popped).
+        s.pause_changes();
+        for o in 10..20 {
+            s.drain_for_expiry(&tp("d", 1));
+            s.push(q("d", 1, o), None, true, 0);
+        }
+        assert_eq!(
+            s.reasons(&tp("d", 1)).map(|r| r & BACKPRESSURE),
+            Some(BACKPRESSURE)
+        );
+        assert_eq!(s.take_ready_where(|o| *o >= 10).len(), 10);
+        assert_eq!(s.reasons(&tp("d", 1)).map(|r| r & BACKPRESSURE), Some(0));
         // Newly assigned partitions follow the open circuit.
         s.assign([tp("d", 2)]);
         s.restored(&[tp("d", 2)]);
