@@ -295,3 +295,383 @@ async fn header_unsafe_ids_and_missing_identity_fields_go_to_invalid() {
     );
     p.kill_router();
 }
+
+/// Log text without ANSI colour codes.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Produces `ids` as structured events, spread over keys.
+async fn produce_ids(producer: &FutureProducer, topic: &str, ids: &[String]) {
+    let sends = ids.iter().enumerate().map(|(i, id)| {
+        let value = event(id, serde_json::json!({"n": i}));
+        let key = format!("cus_{}", i % 17);
+        async move { produce_json(producer, topic, &key, &value).await }
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// Waits until every id is on `topic`; then asserts each is there once.
+async fn assert_routed_once(config: &Config, topic: &str, ids: &[String], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let routed = ids_on(config, topic).await;
+        if ids.iter().all(|i| routed.contains_key(i)) {
+            let twice: Vec<_> = routed.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(twice.is_empty(), "routed more than once: {twice:?}");
+            assert_eq!(routed.len(), ids.len(), "unexpected ids routed");
+            return;
+        }
+        let missing = ids.iter().filter(|i| !routed.contains_key(*i)).count();
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} events not routed after {timeout:?}",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_instance_name_is_the_os_host_name_and_a_killed_router_resumes_at_once() {
+    let p = Pipeline::new(
+        "hostname",
+        vec![Dest::new("all", "http://127.0.0.1:9/x".into())],
+    )
+    .await;
+    let (cfg, config) = derived_config(&p, "no-txn-id.toml", |t| {
+        t.lines()
+            .filter(|l| !l.starts_with("transactional_id"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .await;
+    assert!(config.router.transactional_id.is_none());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("host name");
+    let expected = format!("{}.{}", config.topic_names().router_group(), host.trim());
+    let dest = config.topic_names().dest("all");
+    let producer = p.producer();
+    let mut r = Router::start(&cfg, p.dir.path().join("r1.log"), &[], &["HOSTNAME"]);
+    let first = ids("one", 20);
+    produce_ids(&producer, &p.input(), &first).await;
+    assert_routed_once(&config, &dest, &first, Duration::from_secs(90)).await;
+    let log = plain(&r.log());
+    assert!(
+        log.lines().any(|l| l.contains("Router started.")
+            && l.contains(&format!("transactional_id={expected} "))),
+        "no start line with transactional_id={expected}:\n{log}"
+    );
+    // SIGKILL, new events, restart: same instance name, so the new process
+    // fences the old transaction and gets the partitions back at once.
+    r.kill();
+    let second = ids("two", 20);
+    produce_ids(&producer, &p.input(), &second).await;
+    let t0 = Instant::now();
+    let mut r2 = Router::start(&cfg, p.dir.path().join("r2.log"), &[], &["HOSTNAME"]);
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_routed_once(&config, &dest, &all, Duration::from_secs(90)).await;
+    let log = plain(&r2.log());
+    let line = log
+        .lines()
+        .find(|l| l.contains("first transaction committed"))
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "restart after SIGKILL: all events routed {} ms after the restart (test's view); router: {line}",
+        t0.elapsed().as_millis()
+    );
+    assert!(!line.is_empty(), "router logs its first commit:\n{log}");
+    assert!(r2.alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_joining_and_leaving_route_each_event_exactly_once() {
+    let mut p = Pipeline::new(
+        "churn",
+        vec![Dest::new("all", "http://127.0.0.1:9/x".into())],
+    )
+    .await;
+    p.env
+        .push(("HERALD__ROUTER__DEDUPE_WINDOW".into(), "0s".into()));
+    p.start_router();
+    let config = p.config.clone();
+    let input = p.input();
+    let producer = p.producer();
+    let all = ids("churn", 1500);
+    let feeder = {
+        let all = all.clone();
+        let producer = producer.clone();
+        let input = input.clone();
+        tokio::spawn(async move {
+            for chunk in all.chunks(50) {
+                produce_ids(&producer, &input, chunk).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    for k in 0..4 {
+        let id = format!("{}.router-b{k}", p.prefix);
+        let mut b = Router::start(
+            &p.config_path,
+            p.dir.path().join(format!("router-b{k}.log")),
+            &[
+                ("HERALD__ROUTER__TRANSACTIONAL_ID", id.as_str()),
+                ("HERALD__ROUTER__DEDUPE_WINDOW", "0s"),
+            ],
+            &[],
+        );
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        if k % 2 == 0 {
+            b.terminate();
+        } else {
+            b.kill();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    feeder.await.expect("feeder");
+    let dest = config.topic_names().dest("all");
+    assert_routed_once(&config, &dest, &all, Duration::from_secs(180)).await;
+    let log = plain(&p.logs());
+    println!(
+        "rebalance drops: {}",
+        log.matches("Assignment changed while reading a batch")
+            .count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_restore_reads_only_the_window_and_still_drops_copies() {
+    let p = Pipeline::new(
+        "restore",
+        vec![Dest::new("all", "http://127.0.0.1:9/x".into())],
+    )
+    .await;
+    let changelog = p.config.topic_names().dedupe_changelog();
+    let producer = p.producer();
+    // Two hours of old marks (outside the 10 min window) on every partition.
+    let old = herald_core::time::now_ms() - 2 * 3600 * 1000;
+    let mut sends = Vec::new();
+    for part in 0..p.config.topics.partitions {
+        for _ in 0..1000 {
+            let key = format!("{:032x}", rand::random::<u128>());
+            let producer = producer.clone();
+            let changelog = changelog.clone();
+            sends.push(async move {
+                producer
+                    .send(
+                        FutureRecord::to(&changelog)
+                            .partition(part)
+                            .key(&key)
+                            .payload(&old.to_string())
+                            .timestamp(old),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .expect("produce mark");
+            });
+        }
+    }
+    futures::future::join_all(sends).await;
+    let start = |n: usize| {
+        Router::start(
+            &p.config_path,
+            p.dir.path().join(format!("restore-{n}.log")),
+            &[("RUST_LOG", "info")],
+            &[],
+        )
+    };
+    let mut r = start(1);
+    let dest = p.config.topic_names().dest("all");
+    let first = ids("dup", 30);
+    produce_ids(&producer, &p.input(), &first).await;
+    assert_routed_once(&p.config, &dest, &first, Duration::from_secs(90)).await;
+    r.kill();
+    let r2 = start(2);
+    // Copies of the same events after the restart: dropped.
+    produce_ids(&producer, &p.input(), &first).await;
+    wait_until("router caught up", Duration::from_secs(90), || {
+        p.router_caught_up()
+    })
+    .await;
+    assert_routed_once(&p.config, &dest, &first, Duration::from_secs(10)).await;
+    let log = plain(&r2.log());
+    let restored: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Restored dedupe state"))
+        .collect();
+    let field = |l: &str, k: &str| -> i64 {
+        l.split(&format!("{k}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
+    };
+    let skipped: i64 = restored
+        .iter()
+        .map(|l| field(l, "skipped_before_window"))
+        .sum();
+    let loaded: i64 = restored.iter().map(|l| field(l, "identities")).sum();
+    println!("restores: {restored:?} (skipped {skipped}, loaded {loaded})");
+    assert!(
+        skipped >= 3000,
+        "old marks are skipped, not read: {restored:?}"
+    );
+    assert!(loaded < 3000, "only the window's marks load: {restored:?}");
+    assert!(!log.contains("Could not restore dedupe state"), "{log}");
+}
+
+/// `scripts/kafka.sh <cmd>` on a broker of its own (data dir `dir`).
+fn own_kafka(dir: &Path, cmd: &str) -> String {
+    let out = Command::new(herald_e2e::repo_root().join("scripts/kafka.sh"))
+        .arg(cmd)
+        .env("HERALD_KAFKA_DIR", dir)
+        .env("HERALD_KAFKA_HEAP", "-Xms128m -Xmx512m")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running kafka.sh");
+    assert!(out.status.success(), "kafka.sh {cmd} failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Whether the router's /readyz answers 200.
+async fn ready(addr: &str) -> bool {
+    match reqwest::get(format!("http://{addr}/readyz")).await {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_rides_out_a_broker_outage_without_loss_or_duplicates() {
+    let kafka_dir = tempfile::tempdir().expect("temp dir");
+    let addr = own_kafka(kafka_dir.path(), "start");
+    let _stop = StopKafka(kafka_dir.path().to_path_buf());
+    let p = Pipeline::new(
+        "outage",
+        vec![Dest::new("all", "http://127.0.0.1:9/x".into())],
+    )
+    .await;
+    let shared = herald_e2e::bootstrap();
+    let (cfg, config) = derived_config(&p, "outage.toml", |t| t.replace(&shared, &addr)).await;
+    assert_eq!(config.kafka.bootstrap_servers, addr);
+    let dest = config.topic_names().dest("all");
+    let input = config.topics.input.clone();
+    let mut r = Router::start(
+        &cfg,
+        p.dir.path().join("router.log"),
+        &[("RUST_LOG", "info,herald_router=debug")],
+        &[],
+    );
+    let admin = {
+        let mut found = None;
+        wait_until("router serves /readyz", Duration::from_secs(30), || {
+            let log = plain(&r.log());
+            found = log
+                .lines()
+                .find(|l| l.contains("Serving /metrics"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .map(|a| a.trim().to_string());
+            found.is_some()
+        })
+        .await;
+        found.expect("admin address")
+    };
+    // Records queued while the broker is away are delivered when it is back.
+    let producer: FutureProducer = client_config(&config)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "600000")
+        // No copies in the input from the test's own retries.
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let before = ids("before", 200);
+    produce_ids(&producer, &input, &before[..100]).await;
+    assert_routed_once(&config, &dest, &before[..100], Duration::from_secs(90)).await;
+    assert!(ready(&admin).await, "ready before the outage");
+    // Kill the broker while events keep coming.
+    let feeder = {
+        let (producer, input, rest) = (producer.clone(), input.clone(), before[100..].to_vec());
+        tokio::spawn(async move {
+            for chunk in rest.chunks(10) {
+                produce_ids(&producer, &input, chunk).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid: i32 = std::fs::read_to_string(kafka_dir.path().join("broker.pid"))
+        .expect("broker pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
+    let down = Instant::now();
+    let mut saw_not_ready = false;
+    while down.elapsed() < Duration::from_secs(90) {
+        if !ready(&admin).await {
+            saw_not_ready = true;
+        }
+        assert!(r.alive(), "router exited during the outage:\n{}", r.log());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let again = own_kafka(kafka_dir.path(), "start");
+    assert_eq!(again, addr, "a restarted broker keeps its port");
+    let after = ids("after", 100);
+    produce_ids(&producer, &input, &after).await;
+    feeder.await.expect("feeder");
+    let all: Vec<String> = before.iter().chain(&after).cloned().collect();
+    assert_routed_once(&config, &dest, &all, Duration::from_secs(240)).await;
+    assert!(r.alive(), "router still running");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready(&admin).await {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        saw_not_ready,
+        "/readyz said not ready while the router could not route"
+    );
+    println!(
+        "outage: 90 s; all {} events routed exactly once; recovery lines: {:?}",
+        all.len(),
+        plain(&r.log())
+            .lines()
+            .filter(|l| l.contains("Transactional producer ready") || l.contains("Resuming"))
+            .count()
+    );
+    r.terminate();
+}
+
+/// Stops the test's own broker, pass or fail.
+struct StopKafka(PathBuf);
+
+impl Drop for StopKafka {
+    fn drop(&mut self) {
+        let _ = Command::new(herald_e2e::repo_root().join("scripts/kafka.sh"))
+            .arg("stop")
+            .env("HERALD_KAFKA_DIR", &self.0)
+            .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+            .status();
+    }
+}

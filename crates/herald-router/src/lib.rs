@@ -9,6 +9,8 @@
 mod context;
 mod dedupe;
 pub mod instance;
+mod invalid;
+mod positions;
 mod restore;
 mod route;
 mod txn;
@@ -22,6 +24,7 @@ use herald_core::admin::{self, Readiness};
 use herald_core::config::Config;
 use herald_core::kafka::{client_config, LagReporter};
 use herald_core::metrics::{BoundedLabel, RouterMetrics};
+use positions::{batch_heads, rewind, rewind_to_committed, store_positions};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
@@ -31,7 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use txn::{Txn, TxnProducer, TXN_TIMEOUT};
 
 /// Payload kept on the invalid record of an output refused by the broker
@@ -123,36 +126,40 @@ fn route_loop(
         &group,
         instance::os_hostname(),
     )?;
-    let ctx = RouterContext {
-        lag: LagReporter {
-            group: group.clone(),
-            metrics: metrics.lag.clone(),
-            stored_positions: true,
-        },
-        assigned: assigned.clone(),
-        rebalances: AtomicU64::new(0),
-        metrics: metrics.clone(),
-        dedupe: dedupe.clone().map(|d| (d, config.clone())),
-    };
-    let mut cc = client_config(config);
-    cc.set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("statistics.interval.ms", "5000");
-    // Static membership: a restarted router gets its partitions back at
-    // once. Incremental rebalances: partitions that stay keep routing.
-    for (k, v) in [
-        ("group.instance.id", transactional_id.as_str()),
-        ("partition.assignment.strategy", "cooperative-sticky"),
-    ] {
-        if !config.kafka.client.contains_key(k) {
-            cc.set(k, v);
+    let make_consumer = || -> anyhow::Result<Consumer_> {
+        let ctx = RouterContext {
+            lag: LagReporter {
+                group: group.clone(),
+                metrics: metrics.lag.clone(),
+                stored_positions: true,
+            },
+            assigned: assigned.clone(),
+            rebalances: AtomicU64::new(0),
+            metrics: metrics.clone(),
+            dedupe: dedupe.clone().map(|d| (d, config.clone())),
+        };
+        let mut cc = client_config(config);
+        cc.set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("statistics.interval.ms", "5000");
+        // Static membership: a restarted router gets its partitions back at
+        // once. Incremental rebalances: partitions that stay keep routing.
+        for (k, v) in [
+            ("group.instance.id", transactional_id.as_str()),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+        ] {
+            if !config.kafka.client.contains_key(k) {
+                cc.set(k, v);
+            }
         }
-    }
-    let consumer: Consumer_ = cc.create_with_context(ctx)?;
-    consumer.subscribe(&[&config.topics.input])?;
+        let consumer: Consumer_ = cc.create_with_context(ctx)?;
+        consumer.subscribe(&[&config.topics.input])?;
+        Ok(consumer)
+    };
+    let mut consumer = make_consumer()?;
 
     let mut txn = Txn::new(config, transactional_id.clone());
     let mut idle = |d: Duration| idle_poll(&consumer, d);
@@ -167,6 +174,32 @@ fn route_loop(
     let mut recovering = false;
     let mut first_commit = true;
     while !stop.load(Ordering::Acquire) {
+        // A static member can be fenced for good (librdkafka raises a fatal
+        // error when, after a broker restart, its own rejoin replaced its
+        // old member id): start a new consumer, same instance id.
+        if let Some((code, reason)) = consumer.client().fatal_error() {
+            warn!(error = ?code, reason, "The consumer failed for good; re-creating it.");
+            ready.set(false);
+            assigned.store(false, Ordering::Release);
+            if let Some(d) = &dedupe {
+                *d.lock().expect("dedupe lock") = Dedupe::new(
+                    config.router.dedupe_window,
+                    config.router.dedupe_max_entries,
+                );
+            }
+            drop(consumer);
+            consumer = loop {
+                match make_consumer() {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        warn!(error = %e, "Could not create the consumer; retrying.");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            };
+            recovering = true;
+            continue;
+        }
         let mut idle = |d: Duration| idle_poll(&consumer, d);
         if !txn.ensure(stop, &mut idle) {
             break;
@@ -224,6 +257,7 @@ fn route_loop(
                 }
                 drop(guard);
                 metrics.transactions.with_label_values(&["commit"]).inc();
+                debug!(records = batch.len(), "Batch committed.");
                 if first_commit {
                     first_commit = false;
                     info!(
@@ -253,6 +287,8 @@ fn route_loop(
                 }
                 drop(guard);
                 metrics.transactions.with_label_values(&["abort"]).inc();
+                // Not ready until routing works again (/readyz).
+                ready.set(false);
                 let cause = match e {
                     BatchError::Kafka(e) => {
                         warn!(error = %e, records = batch.len(), "Transaction failed; aborting and routing the batch again.");
@@ -437,85 +473,4 @@ fn wait_for_acks(producer: &TxnProducer, timeout: Duration) {
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// After a dropped batch, moves each partition of the batch back to its
-/// first record so the batch is routed again. Partitions no longer assigned
-/// are skipped: their new owner starts from the committed offset.
-fn rewind(consumer: &Consumer_, batch: &[OwnedMessage]) {
-    let mut first: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for m in batch {
-        first
-            .entry((m.topic(), m.partition()))
-            .or_insert(m.offset());
-    }
-    for ((topic, partition), offset) in first {
-        if let Err(e) = consumer.seek(
-            topic,
-            partition,
-            Offset::Offset(offset),
-            Duration::from_secs(5),
-        ) {
-            warn!(topic, partition, error = %e, "Could not rewind partition (likely revoked).");
-        }
-    }
-}
-
-/// Moves every assigned partition to the group's committed offset (the
-/// start, if none). After a failed or uncertain transaction this is the
-/// only safe position: a commit that did go through is not routed again,
-/// one that did not is.
-fn rewind_to_committed(consumer: &Consumer_) -> anyhow::Result<()> {
-    let assignment = consumer.assignment()?;
-    if assignment.count() == 0 {
-        return Ok(());
-    }
-    let committed = consumer.committed_offsets(assignment, Duration::from_secs(10))?;
-    for e in committed.elements() {
-        let to = match e.offset() {
-            Offset::Offset(o) => Offset::Offset(o),
-            _ => Offset::Beginning,
-        };
-        if let Err(err) = consumer.seek(e.topic(), e.partition(), to, Duration::from_secs(10)) {
-            // Revoked meanwhile, or not fetching yet: its (next) owner
-            // starts from the committed offset anyway.
-            warn!(partition = e.partition(), error = %err, "Could not move partition to its committed offset.");
-        }
-    }
-    Ok(())
-}
-
-/// Per partition of a batch, the Kafka timestamp of its first record: the
-/// oldest record not yet routed until the batch's transaction commits.
-fn batch_heads(batch: &[OwnedMessage]) -> BTreeMap<i32, i64> {
-    let mut heads = BTreeMap::new();
-    for m in batch {
-        let ts = m
-            .timestamp()
-            .to_millis()
-            .unwrap_or_else(herald_core::time::now_ms);
-        heads.entry(m.partition()).or_insert(ts);
-    }
-    heads
-}
-
-/// Records the batch's committed positions on the consumer, for the lag
-/// statistics only (auto-commit is off, so nothing commits them): the
-/// transaction's offset commit is invisible to the consumer.
-fn store_positions(consumer: &Consumer_, batch: &[OwnedMessage]) {
-    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for m in batch {
-        next.insert((m.topic(), m.partition()), m.offset() + 1);
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        if tpl
-            .add_partition_offset(topic, partition, Offset::Offset(offset))
-            .is_err()
-        {
-            return;
-        }
-    }
-    // Fails only for partitions revoked meanwhile; their new owner reports them.
-    let _ = consumer.store_offsets(&tpl);
 }
