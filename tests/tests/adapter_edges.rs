@@ -99,13 +99,17 @@ fn with_client_props(p: &Pipeline, props: &str) {
 /// thrown out of the group during a long cool-down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_circuit_keeps_polling() {
-    let sink = Sink::start(vec![("/down".into(), signed(Behaviour::status(503)))])
+    // Slow failures: retry records of the first ones are fetched and held
+    // before the circuit opens, and come due while it is open.
+    let mut down = Behaviour::status(503);
+    down.latency = Duration::from_millis(300);
+    let sink = Sink::start(vec![("/down".into(), signed(down))])
         .await
         .unwrap();
     let mut p = Pipeline::new(
         "pollopen",
         vec![Dest::new("down", sink.url("/down")).with(
-            "concurrency = 2\nretry.max_attempts = 20\ncircuit.failure_threshold = 3\ncircuit.cooldown = \"20s\"\ncircuit.max_cooldown = \"20s\"\n",
+            "concurrency = 2\nretry.tiers = [\"3s\", \"6s\"]\nretry.max_attempts = 20\ncircuit.failure_threshold = 10\ncircuit.cooldown = \"20s\"\ncircuit.max_cooldown = \"20s\"\n",
         )],
     )
     .await;

@@ -92,6 +92,7 @@ impl Driver<'_> {
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = crate::shutdown_signal();
         tokio::pin!(shutdown);
+        let mut fatal = None;
 
         loop {
             self.apply_group_events(&mut st, &restored_tx);
@@ -131,12 +132,23 @@ impl Driver<'_> {
                 // Always polled: group liveness never depends on our state.
                 msg = self.consumer.recv() => match msg {
                     Ok(m) => self.on_record(&mut st, m.detach()),
+                    Err(e) if is_fatal(&e) => {
+                        // E.g. fenced: another member took this
+                        // group.instance.id. Finish what runs, then exit
+                        // non-zero so the supervisor restarts a fresh member.
+                        tracing::error!(error = %e, "Fatal consumer error; stopping (set a unique adapter.instance_id if two adapters share one).");
+                        fatal = Some(e);
+                        break;
+                    }
                     Err(e) => warn!(error = %e, "Consumer error."),
                 }
             }
         }
         self.stop(&mut st, &mut done_rx).await;
-        Ok(())
+        match fatal {
+            Some(e) => Err(anyhow::anyhow!("fatal consumer error: {e}")),
+            None => Ok(()),
+        }
     }
 
     fn apply_group_events(&self, st: &mut State, restored_tx: &mpsc::UnboundedSender<Vec<Tp>>) {
@@ -463,6 +475,12 @@ impl Driver<'_> {
             warn!(error = %e, "Final offset commit failed; finished records may be re-delivered.");
         }
     }
+}
+
+/// Errors after which this consumer can never work again.
+fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{Fatal, FencedInstanceId};
+    matches!(e.rdkafka_error_code(), Some(Fatal | FencedInstanceId))
 }
 
 /// Why `r` must be dead-lettered as expired now, if it must.
