@@ -272,9 +272,11 @@ async fn an_unbuildable_request_is_permanent() {
 /// due instead of retrying early on the last tier.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_beyond_the_last_tier_is_honoured() {
-    let mut throttled = Behaviour::default();
-    throttled.status_429_ratio = 1.0;
-    throttled.retry_after_secs = Some(6);
+    let throttled = Behaviour {
+        status_429_ratio: 1.0,
+        retry_after_secs: Some(6),
+        ..Behaviour::default()
+    };
     let sink = Sink::start(vec![("/d".into(), signed(throttled))])
         .await
         .unwrap();
