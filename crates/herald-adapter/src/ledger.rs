@@ -174,6 +174,9 @@ fn reader(config: &Config, destination: &str) -> anyhow::Result<BaseConsumer> {
         // transaction marker has no record to return: say so at once
         // instead of waiting for one.
         .set("enable.partition.eof", "true")
+        // Each partition is read on its own, one after the other: answer
+        // fetches at once rather than after librdkafka's default 500 ms.
+        .set("fetch.wait.max.ms", "10")
         .create()?)
 }
 
