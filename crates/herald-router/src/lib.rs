@@ -145,15 +145,18 @@ fn route_loop(
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
             .set("statistics.interval.ms", "5000");
-        // Static membership: a restarted router gets its partitions back at
-        // once. Incremental rebalances: partitions that stay keep routing.
-        for (k, v) in [
-            ("group.instance.id", transactional_id.as_str()),
-            ("partition.assignment.strategy", "cooperative-sticky"),
-        ] {
-            if !config.kafka.client.contains_key(k) {
-                cc.set(k, v);
-            }
+        // Incremental rebalances: partitions that stay keep routing.
+        // Static membership (`group.instance.id`) is not set by default:
+        // with librdkafka 2.12 a broker restart fenced the static member for
+        // good (FENCED_INSTANCE_ID) and its replacement then fetched nothing
+        // (router_edges outage test). Operators may still set it in
+        // [kafka.client]; a fenced consumer is re-created below.
+        if !config
+            .kafka
+            .client
+            .contains_key("partition.assignment.strategy")
+        {
+            cc.set("partition.assignment.strategy", "cooperative-sticky");
         }
         let consumer: Consumer_ = cc.create_with_context(ctx)?;
         consumer.subscribe(&[&config.topics.input])?;
