@@ -51,6 +51,14 @@ pub struct Driver<'a> {
     pub lag: LagView,
 }
 
+/// Why the loop ended.
+pub enum Exit {
+    /// SIGTERM or SIGINT: the process stops.
+    Shutdown,
+    /// The consumer can never work again; a new one must take over.
+    Fatal(rdkafka::error::KafkaError),
+}
+
 struct State {
     sched: Scheduler<Received>,
     breaker: Breaker,
@@ -64,7 +72,7 @@ struct State {
 }
 
 impl Driver<'_> {
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    pub async fn run(mut self) -> anyhow::Result<Exit> {
         let dc = self.dc;
         let d = self.deliverer.clone();
         let dest = d.destination.clone();
@@ -133,10 +141,11 @@ impl Driver<'_> {
                 msg = self.consumer.recv() => match msg {
                     Ok(m) => self.on_record(&mut st, m.detach()),
                     Err(e) if is_fatal(&e) => {
-                        // E.g. fenced: another member took this
-                        // group.instance.id. Finish what runs, then exit
-                        // non-zero so the supervisor restarts a fresh member.
-                        tracing::error!(error = %e, "Fatal consumer error; stopping (set a unique adapter.instance_id if two adapters share one).");
+                        // E.g. fenced: the group gave this group.instance.id
+                        // to a new member id (seen after a broker restart),
+                        // or two adapters share one. Finish what runs; the
+                        // caller starts a fresh consumer.
+                        tracing::error!(error = %e, "Fatal consumer error; starting a new consumer (if it repeats, two adapters share one adapter.instance_id).");
                         fatal = Some(e);
                         break;
                     }
@@ -145,10 +154,10 @@ impl Driver<'_> {
             }
         }
         self.stop(&mut st, &mut done_rx).await;
-        match fatal {
-            Some(e) => Err(anyhow::anyhow!("fatal consumer error: {e}")),
-            None => Ok(()),
-        }
+        Ok(match fatal {
+            Some(e) => Exit::Fatal(e),
+            None => Exit::Shutdown,
+        })
     }
 
     fn apply_group_events(&self, st: &mut State, restored_tx: &mpsc::UnboundedSender<Vec<Tp>>) {

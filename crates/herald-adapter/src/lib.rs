@@ -75,32 +75,35 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
     let ledger = Arc::new(Mutex::new(ledger::Ledger::default()));
     let events = Arc::new(Mutex::new(Vec::new()));
     let instance = instance_id(&config, &group)?;
-    let consumer: StreamConsumer<AdapterContext> = client_config(&config)
-        .set("group.id", &group)
-        .set("group.instance.id", &instance)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("statistics.interval.ms", "5000")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .create_with_context(AdapterContext {
-            offsets: offsets.clone(),
-            ledger: ledger.clone(),
-            events: events.clone(),
-            config: config.clone(),
-            destination: destination.clone(),
-            lag: LagReporter {
-                group: group.clone(),
-                metrics: metrics.lag.clone(),
-                stored_positions: false,
-            },
-            metrics: metrics.clone(),
-            handover_wait: dc.timeout + Duration::from_secs(5),
-        })?;
     let mut topics = vec![names.dest(&destination)];
     topics.extend(dc.retry.tiers.iter().map(|d| names.retry(&destination, *d)));
-    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topic_refs)?;
+    let make_consumer = || -> anyhow::Result<StreamConsumer<AdapterContext>> {
+        let consumer: StreamConsumer<AdapterContext> = client_config(&config)
+            .set("group.id", &group)
+            .set("group.instance.id", &instance)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("statistics.interval.ms", "5000")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .create_with_context(AdapterContext {
+                offsets: offsets.clone(),
+                ledger: ledger.clone(),
+                events: events.clone(),
+                config: config.clone(),
+                destination: destination.clone(),
+                lag: LagReporter {
+                    group: group.clone(),
+                    metrics: metrics.lag.clone(),
+                    stored_positions: false,
+                },
+                metrics: metrics.clone(),
+                handover_wait: dc.timeout + Duration::from_secs(5),
+            })?;
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs)?;
+        Ok(consumer)
+    };
 
     let client = reqwest::Client::builder()
         .timeout(dc.timeout)
@@ -124,7 +127,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
             stopping: AtomicBool::new(false),
         },
         metrics: metrics.clone(),
-        offsets,
+        offsets: offsets.clone(),
         ledger: ledger.clone(),
     });
     info!(destination = %destination, %group, group_instance_id = %instance, topics = ?topics, concurrency = dc.concurrency, "Adapter started.");
@@ -144,23 +147,47 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
         max_age_ms: policy.max_age.as_millis() as i64,
         ..Default::default()
     };
-    let result = driver::Driver {
-        config: &config,
-        dc: &dc,
-        consumer: &consumer,
-        deliverer,
-        ledger,
-        events,
-        tiers: topics[1..].iter().cloned().collect::<HashSet<String>>(),
-        ready: ready.clone(),
-        expiry,
-        lag: probe.view(),
-    }
-    .run()
-    .await;
-    ready.set(false);
-    // Leave the group now rather than after the session times out.
-    consumer.unsubscribe();
+    let tiers: HashSet<String> = topics[1..].iter().cloned().collect();
+    let result = loop {
+        let consumer = make_consumer()?;
+        let exit = driver::Driver {
+            config: &config,
+            dc: &dc,
+            consumer: &consumer,
+            deliverer: deliverer.clone(),
+            ledger: ledger.clone(),
+            events: events.clone(),
+            tiers: tiers.clone(),
+            ready: ready.clone(),
+            expiry: expiry.clone(),
+            lag: probe.view(),
+        }
+        .run()
+        .await;
+        match exit {
+            Ok(driver::Exit::Fatal(e)) => {
+                // The old member's partitions are gone: start from the
+                // group's committed offsets, like a restarted process.
+                drop(consumer);
+                *offsets.lock().expect("offsets lock") = offsets::OffsetTracker::default();
+                *ledger.lock().expect("ledger lock") = ledger::Ledger::default();
+                events.lock().expect("events lock").clear();
+                deliverer
+                    .writer
+                    .stopping
+                    .store(false, std::sync::atomic::Ordering::Release);
+                tracing::warn!(error = %e, "Re-joining the group with a new consumer.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(driver::Exit::Shutdown) => {
+                ready.set(false);
+                // Leave the group now rather than after the session times out.
+                consumer.unsubscribe();
+                break Ok(());
+            }
+            Err(e) => break Err(e),
+        }
+    };
     info!("Adapter stopped.");
     result
 }
