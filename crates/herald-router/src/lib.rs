@@ -121,6 +121,17 @@ fn route_loop(
     if dedupe.is_some() {
         restore::check_changelog(config)?;
     }
+    // Lag at the group's committed position (the transactions commit it),
+    // retention headroom and records lost to retention, measured beside the
+    // group; kept alive for the whole loop.
+    let _lag_probe = herald_core::lagprobe::LagProbe::new(
+        &client_config(config),
+        &group,
+        std::slice::from_ref(&config.topics.input),
+        herald_core::lagprobe::DEFAULT_INTERVAL,
+        metrics.lag.clone(),
+    )?
+    .spawn()?;
     let transactional_id = instance::transactional_id(
         config.router.transactional_id.as_deref(),
         &group,
