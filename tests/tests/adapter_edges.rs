@@ -357,8 +357,8 @@ async fn an_outage_longer_than_retention_ends_in_the_dlq() {
     );
 }
 
-/// Items 4 and 7a: an adapter killed with SIGKILL and started again gets its
-/// partitions back at once (static membership) and delivers without waiting
+/// Items 4 and 7a: an adapter (with an instance id) killed with SIGKILL and
+/// started again gets its partitions back at once (static membership) and delivers without waiting
 /// for a session timeout or for the ledger of caught-up partitions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_adapter_delivers_again_soon_after_restart() {
@@ -366,7 +366,9 @@ async fn a_killed_adapter_delivers_again_soon_after_restart() {
         .await
         .unwrap();
     let mut p = Pipeline::new("restart", vec![Dest::new("d", sink.url("/d"))]).await;
-    p.start_all();
+    p.start_router();
+    // Static membership: the restarted process reclaims its partitions.
+    p.start_adapter_instance("d", "one");
     let first = p.produce_events(30, "restart.test").await;
     wait_until("first batch delivered", LONG, || {
         sink.stats("/d").unique_delivered as usize >= first.len()
@@ -378,9 +380,9 @@ async fn a_killed_adapter_delivers_again_soon_after_restart() {
         futures::executor::block_on(p.group_caught_up(&group, &dest))
     })
     .await;
-    p.kill_adapter("d");
+    p.kill_adapter_instance("d", "one");
     let started = Instant::now();
-    p.start_adapter("d");
+    p.start_adapter_instance("d", "one");
     // A new event after the restart (distinct ids: produced raw).
     for i in 0..3 {
         let v = serde_json::json!({"specversion": "1.0", "id": format!("after-{i}"),

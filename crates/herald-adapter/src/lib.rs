@@ -74,13 +74,16 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
     let offsets = Arc::new(Mutex::new(offsets::OffsetTracker::default()));
     let ledger = Arc::new(Mutex::new(ledger::Ledger::default()));
     let events = Arc::new(Mutex::new(Vec::new()));
-    let instance = instance_id(&config, &group)?;
+    let instance = instance_id(&config, &group);
     let mut topics = vec![names.dest(&destination)];
     topics.extend(dc.retry.tiers.iter().map(|d| names.retry(&destination, *d)));
     let make_consumer = || -> anyhow::Result<StreamConsumer<AdapterContext>> {
-        let consumer: StreamConsumer<AdapterContext> = client_config(&config)
+        let mut cc = client_config(&config);
+        if let Some(instance) = &instance {
+            cc.set("group.instance.id", instance);
+        }
+        let consumer: StreamConsumer<AdapterContext> = cc
             .set("group.id", &group)
-            .set("group.instance.id", &instance)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
@@ -130,7 +133,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
         offsets: offsets.clone(),
         ledger: ledger.clone(),
     });
-    info!(destination = %destination, %group, group_instance_id = %instance, topics = ?topics, concurrency = dc.concurrency, "Adapter started.");
+    info!(destination = %destination, %group, group_instance_id = instance.as_deref().unwrap_or("(dynamic)"), topics = ?topics, concurrency = dc.concurrency, "Adapter started.");
     depth::DepthProbe::new(&config, &destination, &dc, metrics.clone())?.start()?;
 
     // Lag in offsets and seconds at the group's committed position, and
@@ -192,17 +195,17 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
     result
 }
 
-/// `group.instance.id`: `<group>.<adapter.instance_id or host name>`.
-fn instance_id(config: &Config, group: &str) -> anyhow::Result<String> {
-    let name = match &config.adapter.instance_id {
-        Some(n) => n.clone(),
-        None => herald_core::host::hostname().ok_or_else(|| {
-            anyhow::anyhow!(
-                "adapter.instance_id: not set and the host name cannot be read; set it (or --instance-id) to a name unique to this adapter and stable across its restarts"
-            )
-        })?,
-    };
-    Ok(format!("{group}.{name}"))
+/// `group.instance.id` = `<group>.<adapter.instance_id>` when set (static
+/// membership: a restarted adapter gets its partitions back at once). Off
+/// by default: a static member does not leave its group when it stops, so
+/// a graceful stop (a rolling update) would hold its partitions until the
+/// session times out.
+fn instance_id(config: &Config, group: &str) -> Option<String> {
+    config
+        .adapter
+        .instance_id
+        .as_ref()
+        .map(|name| format!("{group}.{name}"))
 }
 
 /// SIGTERM or SIGINT.

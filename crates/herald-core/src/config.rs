@@ -265,8 +265,9 @@ pub struct AdapterConfig {
     /// This process's stable name in its consumer group (static membership:
     /// `group.instance.id` = `<group>.<instance_id>`), so a restarted
     /// adapter gets its partitions back at once instead of after the
-    /// session timeout. Default: the host name. Must differ between
-    /// adapters of one destination on the same host (`--instance-id`).
+    /// session timeout. Unset (default): dynamic membership, which leaves
+    /// the group on a graceful stop. Must differ between adapters of one
+    /// destination (`--instance-id`, e.g. a StatefulSet pod name).
     #[serde(default)]
     pub instance_id: Option<String>,
 }
