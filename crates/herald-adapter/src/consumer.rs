@@ -33,6 +33,10 @@ pub struct AdapterContext {
     pub offsets: Arc<Mutex<OffsetTracker>>,
     pub ledger: Arc<Mutex<Ledger>>,
     pub events: Arc<Mutex<Vec<GroupEvent>>>,
+    /// Wakes the driver when an event is pushed: the callbacks run inside
+    /// its `recv()`, which would otherwise wait on for a record — and newly
+    /// assigned partitions stay paused until the driver sees them.
+    pub wake: Arc<tokio::sync::Notify>,
     pub config: Config,
     pub destination: String,
     pub lag: LagReporter,
@@ -62,6 +66,7 @@ impl ConsumerContext for AdapterContext {
                 .lock()
                 .expect("events lock")
                 .push(GroupEvent::Revoked(tps.clone()));
+            self.wake.notify_one();
             let waited = self.wait_for_running(&tps);
             let commits = self.offsets.lock().expect("offsets lock").revoke(&tps);
             let dest_topic = self.config.topic_names().dest(&self.destination);
@@ -100,6 +105,7 @@ impl ConsumerContext for AdapterContext {
                     .lock()
                     .expect("events lock")
                     .push(GroupEvent::Assigned(tps_of(tpl)));
+                self.wake.notify_one();
                 self.lag.assigned(tpl);
                 info!(
                     partitions = tpl.count(),

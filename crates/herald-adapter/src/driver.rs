@@ -43,6 +43,8 @@ pub struct Driver<'a> {
     pub deliverer: Arc<Deliverer>,
     pub ledger: Arc<Mutex<Ledger>>,
     pub events: Arc<Mutex<Vec<GroupEvent>>>,
+    /// Notified when a group event is pushed.
+    pub wake: Arc<tokio::sync::Notify>,
     pub tiers: HashSet<String>,
     pub ready: Readiness,
     pub expiry: ExpiryRule,
@@ -123,6 +125,8 @@ impl Driver<'_> {
                 Some(report) = slot_rx.recv() => self.on_slot(&mut st, report),
                 Some(()) = done_rx.recv() => st.pending -= 1,
                 Some(tps) = restored_rx.recv() => st.sched.restored(&tps),
+                _ = self.wake.notified() => {} // group events: applied at the top
+
                 _ = sleep_until_ms(open_until), if open_until.is_some() => {
                     if st.breaker.tick(now_ms()) {
                         self.circuit_changed(&mut st);

@@ -74,6 +74,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
     let offsets = Arc::new(Mutex::new(offsets::OffsetTracker::default()));
     let ledger = Arc::new(Mutex::new(ledger::Ledger::default()));
     let events = Arc::new(Mutex::new(Vec::new()));
+    let wake = Arc::new(tokio::sync::Notify::new());
     let instance = instance_id(&config, &group);
     let mut topics = vec![names.dest(&destination)];
     topics.extend(dc.retry.tiers.iter().map(|d| names.retry(&destination, *d)));
@@ -93,6 +94,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
                 offsets: offsets.clone(),
                 ledger: ledger.clone(),
                 events: events.clone(),
+                wake: wake.clone(),
                 config: config.clone(),
                 destination: destination.clone(),
                 lag: LagReporter {
@@ -160,6 +162,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
             deliverer: deliverer.clone(),
             ledger: ledger.clone(),
             events: events.clone(),
+            wake: wake.clone(),
             tiers: tiers.clone(),
             ready: ready.clone(),
             expiry: expiry.clone(),
