@@ -23,11 +23,22 @@ pub struct RouterContext {
     pub metrics: RouterMetrics,
     /// Dedupe state and how to restore it; `None` when dedupe is off.
     pub dedupe: Option<(Arc<Mutex<Dedupe>>, Config)>,
+    /// Set when the client reports every broker unreachable (a global
+    /// error, not a poll result); the loop clears it once the broker
+    /// answers a metadata request again. The router is not ready meanwhile.
+    pub broker_down: Arc<AtomicBool>,
 }
 
 impl ClientContext for RouterContext {
     fn stats(&self, stats: Statistics) {
         self.lag.record(&stats);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.broker_down.store(true, Ordering::Release);
+        }
+        error!(error = %error, reason, "librdkafka error.");
     }
 }
 

@@ -137,6 +137,7 @@ fn route_loop(
         &group,
         instance::os_hostname(),
     )?;
+    let broker_down = Arc::new(AtomicBool::new(false));
     let make_consumer = || -> anyhow::Result<Consumer_> {
         let ctx = RouterContext {
             lag: LagReporter {
@@ -148,6 +149,7 @@ fn route_loop(
             rebalances: AtomicU64::new(0),
             metrics: metrics.clone(),
             dedupe: dedupe.clone().map(|d| (d, config.clone())),
+            broker_down: broker_down.clone(),
         };
         let mut cc = client_config(config);
         cc.set("group.id", &group)
@@ -230,7 +232,15 @@ fn route_loop(
             info!("Resuming from the committed offsets.");
             recovering = false;
         }
-        ready.set(assigned.load(Ordering::Acquire));
+        if broker_down.load(Ordering::Acquire)
+            && consumer
+                .fetch_metadata(Some(&config.topics.input), Duration::from_secs(2))
+                .is_ok()
+        {
+            info!("The broker answers again.");
+            broker_down.store(false, Ordering::Release);
+        }
+        ready.set(assigned.load(Ordering::Acquire) && !broker_down.load(Ordering::Acquire));
         batch.clear();
         if !collect(config, &consumer, &mut batch) {
             continue;
