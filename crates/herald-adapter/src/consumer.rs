@@ -12,12 +12,11 @@
 use crate::ledger::Ledger;
 use crate::offsets::{OffsetTracker, Tp};
 use herald_core::config::Config;
-use herald_core::kafka::LagReporter;
 use herald_core::metrics::AdapterMetrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{ClientContext, Statistics};
+use rdkafka::ClientContext;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -39,17 +38,14 @@ pub struct AdapterContext {
     pub wake: Arc<tokio::sync::Notify>,
     pub config: Config,
     pub destination: String,
-    pub lag: LagReporter,
     pub metrics: AdapterMetrics,
     /// How long a revoke waits for running deliveries of its partitions.
     pub handover_wait: Duration,
 }
 
-impl ClientContext for AdapterContext {
-    fn stats(&self, stats: Statistics) {
-        self.lag.record(&stats);
-    }
-}
+// Lag is measured by the lag probe (`herald_core::lagprobe`), beside the
+// group, not from this client's statistics.
+impl ClientContext for AdapterContext {}
 
 fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
     tpl.elements()
@@ -76,7 +72,6 @@ impl ConsumerContext for AdapterContext {
                     ledger.forget(tp.1);
                 }
             }
-            self.lag.revoked(tpl);
             // Hand over cleanly: commit what is finished before the new
             // owner starts reading. Unfinished records are re-delivered.
             if let Err(e) = commit_list(consumer, &commits, CommitMode::Sync) {
@@ -106,7 +101,6 @@ impl ConsumerContext for AdapterContext {
                     .expect("events lock")
                     .push(GroupEvent::Assigned(tps_of(tpl)));
                 self.wake.notify_one();
-                self.lag.assigned(tpl);
                 info!(
                     partitions = tpl.count(),
                     "Partitions assigned to the adapter."

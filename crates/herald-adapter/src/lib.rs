@@ -36,7 +36,7 @@ use consumer::AdapterContext;
 use delivery::Deliverer;
 use herald_core::admin::{self, Readiness};
 use herald_core::config::Config;
-use herald_core::kafka::{client_config, producer_config, LagReporter};
+use herald_core::kafka::{client_config, producer_config};
 use herald_core::metrics::AdapterMetrics;
 use herald_core::time::compact_duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -88,7 +88,6 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            .set("statistics.interval.ms", "5000")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .create_with_context(AdapterContext {
                 offsets: offsets.clone(),
@@ -97,11 +96,6 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
                 wake: wake.clone(),
                 config: config.clone(),
                 destination: destination.clone(),
-                lag: LagReporter {
-                    group: group.clone(),
-                    metrics: metrics.lag.clone(),
-                    stored_positions: false,
-                },
                 metrics: metrics.clone(),
                 handover_wait: dc.timeout + Duration::from_secs(5),
             })?;
