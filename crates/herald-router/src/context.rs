@@ -1,20 +1,18 @@
-//! The consumer's context: lag statistics, dedupe restore on assignment,
+//! The consumer's context: broker reachability, dedupe restore on assignment,
 //! and a rebalance counter the routing loop checks so that a batch fetched
 //! before a revoke is dropped rather than routed by two routers.
 
 use crate::dedupe::Dedupe;
 use crate::restore::restore_dedupe;
 use herald_core::config::Config;
-use herald_core::kafka::LagReporter;
 use herald_core::metrics::RouterMetrics;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::{ClientContext, Statistics};
+use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tracing::{error, info, warn};
 
 pub struct RouterContext {
-    pub lag: LagReporter,
     pub assigned: Arc<AtomicBool>,
     /// Bumped on every assignment change. Rebalance callbacks run inside
     /// `poll`, on the routing thread, between batches: a batch collected
@@ -30,10 +28,6 @@ pub struct RouterContext {
 }
 
 impl ClientContext for RouterContext {
-    fn stats(&self, stats: Statistics) {
-        self.lag.record(&stats);
-    }
-
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
             self.broker_down.store(true, Ordering::Release);
@@ -65,7 +59,6 @@ impl ConsumerContext for RouterContext {
                         }
                     }
                 }
-                self.lag.assigned(tpl);
                 self.assigned.store(true, Ordering::Release);
                 info!(
                     partitions = tpl.count(),
@@ -73,7 +66,6 @@ impl ConsumerContext for RouterContext {
                 );
             }
             Rebalance::Revoke(tpl) => {
-                self.lag.revoked(tpl);
                 if let Some((dedupe, _)) = &self.dedupe {
                     let mut d = dedupe.lock().expect("dedupe lock");
                     for e in tpl.elements() {

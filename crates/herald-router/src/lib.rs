@@ -22,9 +22,9 @@ use context::RouterContext;
 use dedupe::Dedupe;
 use herald_core::admin::{self, Readiness};
 use herald_core::config::Config;
-use herald_core::kafka::{client_config, LagReporter};
+use herald_core::kafka::client_config;
 use herald_core::metrics::{BoundedLabel, RouterMetrics};
-use positions::{batch_heads, rewind, rewind_to_committed, store_positions};
+use positions::{rewind, rewind_to_committed};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
@@ -140,11 +140,6 @@ fn route_loop(
     let broker_down = Arc::new(AtomicBool::new(false));
     let make_consumer = || -> anyhow::Result<Consumer_> {
         let ctx = RouterContext {
-            lag: LagReporter {
-                group: group.clone(),
-                metrics: metrics.lag.clone(),
-                stored_positions: true,
-            },
             assigned: assigned.clone(),
             rebalances: AtomicU64::new(0),
             metrics: metrics.clone(),
@@ -156,8 +151,7 @@ fn route_loop(
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .set("statistics.interval.ms", "5000");
+            .set("isolation.level", "read_committed");
         // Incremental rebalances: partitions that stay keep routing.
         // Static membership (`group.instance.id`) is not set by default:
         // with librdkafka 2.12 a broker restart fenced the static member for
@@ -246,13 +240,6 @@ fn route_loop(
             continue;
         }
         metrics.records_read.inc_by(batch.len() as u64);
-        let heads = batch_heads(&batch);
-        for (&partition, &since) in &heads {
-            metrics
-                .lag
-                .seconds
-                .set(&group, &config.topics.input, partition, Some(since));
-        }
         let t0 = Instant::now();
         let mut guard = dedupe.as_ref().map(|d| d.lock().expect("dedupe lock"));
         let res = route_batch(
@@ -292,13 +279,6 @@ fn route_loop(
                 }
                 for m in &batch {
                     settled.remove(&(m.partition(), m.offset()));
-                }
-                store_positions(&consumer, &batch);
-                for &partition in heads.keys() {
-                    metrics
-                        .lag
-                        .seconds
-                        .set(&group, &config.topics.input, partition, None);
                 }
                 metrics
                     .batch_duration

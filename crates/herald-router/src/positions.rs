@@ -1,10 +1,10 @@
-//! Consumer positions: rewinding after a dropped or failed batch, and the
-//! positions and batch heads the lag metrics use.
+//! Consumer positions: rewinding after a dropped or failed batch. (Lag is
+//! measured by the lag probe, from the group's committed offsets.)
 
 use crate::context::RouterContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::Offset;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::warn;
@@ -55,39 +55,4 @@ pub fn rewind_to_committed(consumer: &Consumer_) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Per partition of a batch, the Kafka timestamp of its first record: the
-/// oldest record not yet routed until the batch's transaction commits.
-pub fn batch_heads(batch: &[OwnedMessage]) -> BTreeMap<i32, i64> {
-    let mut heads = BTreeMap::new();
-    for m in batch {
-        let ts = m
-            .timestamp()
-            .to_millis()
-            .unwrap_or_else(herald_core::time::now_ms);
-        heads.entry(m.partition()).or_insert(ts);
-    }
-    heads
-}
-
-/// Records the batch's committed positions on the consumer, for the lag
-/// statistics only (auto-commit is off, so nothing commits them): the
-/// transaction's offset commit is invisible to the consumer.
-pub fn store_positions(consumer: &Consumer_, batch: &[OwnedMessage]) {
-    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for m in batch {
-        next.insert((m.topic(), m.partition()), m.offset() + 1);
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        if tpl
-            .add_partition_offset(topic, partition, Offset::Offset(offset))
-            .is_err()
-        {
-            return;
-        }
-    }
-    // Fails only for partitions revoked meanwhile; their new owner reports them.
-    let _ = consumer.store_offsets(&tpl);
 }
