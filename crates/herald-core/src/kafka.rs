@@ -152,68 +152,6 @@ pub async fn apply_topics(
     Ok(out)
 }
 
-/// Feeds librdkafka statistics into the lag gauges. Call from a client
-/// context's `stats` callback (enable with `statistics.interval.ms`).
-#[derive(Clone)]
-pub struct LagReporter {
-    pub group: String,
-    pub metrics: crate::metrics::LagMetrics,
-    /// Measure from the consumer's stored offsets instead of its committed
-    /// ones. The router commits through its producer's transactions, which
-    /// the consumer's statistics never see (its committed offset stays what
-    /// it was at assignment), so it stores each committed position on the
-    /// consumer (`store_offsets`, with auto-commit off) for lag to use.
-    pub stored_positions: bool,
-}
-
-impl LagReporter {
-    pub fn record(&self, stats: &rdkafka::Statistics) {
-        // Statistics cover exactly the assigned partitions: start afresh so
-        // revoked ones stop being reported by this process. Topics a lag
-        // probe measures are left to it (crate::lagprobe).
-        self.metrics.reset_unprobed_offsets();
-        for (topic, t) in &stats.topics {
-            if self.metrics.seconds.is_probed(&self.group, topic) {
-                continue;
-            }
-            for (partition, p) in &t.partitions {
-                let lag = if self.stored_positions {
-                    p.consumer_lag_stored
-                } else {
-                    p.consumer_lag
-                };
-                // -1 is librdkafka's internal UA partition; lag -1 is unknown.
-                if *partition < 0 || lag < 0 {
-                    continue;
-                }
-                self.metrics
-                    .offsets
-                    .with_label_values(&[&self.group, topic, &partition.to_string()])
-                    .set(lag);
-            }
-        }
-    }
-
-    /// Newly assigned partitions report 0 s of lag until a record of
-    /// theirs is waiting.
-    pub fn assigned(&self, tpl: &rdkafka::TopicPartitionList) {
-        for e in tpl.elements() {
-            self.metrics
-                .seconds
-                .set(&self.group, e.topic(), e.partition(), None);
-        }
-    }
-
-    /// Revoked partitions are reported by their new owner.
-    pub fn revoked(&self, tpl: &rdkafka::TopicPartitionList) {
-        for e in tpl.elements() {
-            self.metrics
-                .seconds
-                .remove(&self.group, e.topic(), e.partition());
-        }
-    }
-}
-
 /// Reads every committed record of `topic` that exists now, from the
 /// beginning up to each partition's high watermark at the time of the call.
 /// No consumer group is joined and nothing is committed. Used by the CLI
