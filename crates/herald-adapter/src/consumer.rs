@@ -6,8 +6,11 @@
 //! for delivery tasks already running on those partitions, commits what is
 //! finished and tells the driver to drop their queued records: nothing new
 //! starts for a partition that is leaving, and the new owner starts where
-//! this one stopped. On assign, the new partitions are paused at once and
-//! the driver restores their ledger off the rebalance path.
+//! this one stopped; the partitions are also resumed, so that no pause of
+//! ours outlives the assignment inside librdkafka. On assign, the driver is
+//! told, and restores their ledger off the rebalance path. Nothing is
+//! paused here: a pause issued while librdkafka is starting a partition's
+//! fetcher can leave that partition never fetched (see `scheduler.rs`).
 
 use crate::ledger::Ledger;
 use crate::offsets::{OffsetTracker, Tp};
@@ -58,6 +61,10 @@ impl ConsumerContext for AdapterContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let tps = tps_of(tpl);
+            // A no-op for partitions that are not paused.
+            if let Err(e) = consumer.resume(tpl) {
+                warn!(error = %e, "Could not resume revoked partitions.");
+            }
             self.events
                 .lock()
                 .expect("events lock")
@@ -89,13 +96,11 @@ impl ConsumerContext for AdapterContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                // Nothing flows until the ledger of these partitions is read.
-                if let Err(e) = consumer.pause(tpl) {
-                    warn!(error = %e, "Could not pause newly assigned partitions.");
-                }
+                // Their records are parked by the driver until their ledger
+                // is read.
                 self.events
                     .lock()
                     .expect("events lock")

@@ -4,25 +4,26 @@
 //! concurrency limit allow, commits offsets below the lowest unfinished
 //! record, and stops gracefully.
 
+mod intake;
+
 use crate::circuit::{self, Breaker};
 use crate::concurrency::{self, Adaptive};
 use crate::consumer::{commit_list, AdapterContext, GroupEvent};
 use crate::delivery::{self, Deliverer, Received, Slot, SlotReport, Work};
 use crate::expiry::ExpiryRule;
-use crate::ledger::{self, Ledger};
+use crate::ledger::Ledger;
 use crate::offsets::Tp;
 use crate::ratelimit::TokenBucket;
 use crate::scheduler::{Queued, Scheduler};
+use crate::stall::{StallWatch, STALL_AFTER};
 use herald_core::admin::Readiness;
 use herald_core::config::{Config, DestinationConfig};
-use herald_core::headers as h;
-use herald_core::kafka::header_str;
 use herald_core::lagprobe::LagView;
 use herald_core::time::now_ms;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::TopicPartitionList;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -59,6 +60,9 @@ pub enum Exit {
     Shutdown,
     /// The consumer can never work again; a new one must take over.
     Fatal(rdkafka::error::KafkaError),
+    /// The consumer stopped fetching this partition and a seek did not
+    /// help; a new one must take over.
+    Stalled(Tp),
 }
 
 struct State {
@@ -71,6 +75,7 @@ struct State {
     assigned_once: bool,
     /// When the ready queue was last scanned for expired records.
     expiry_scanned_at: i64,
+    watch: StallWatch,
 }
 
 impl Driver<'_> {
@@ -97,12 +102,14 @@ impl Driver<'_> {
             pending: 0,
             assigned_once: false,
             expiry_scanned_at: 0,
+            watch: StallWatch::new(STALL_AFTER),
         };
         let mut commit_tick = tokio::time::interval(self.config.adapter.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = crate::shutdown_signal();
         tokio::pin!(shutdown);
         let mut fatal = None;
+        let mut stalled = None;
 
         loop {
             self.apply_group_events(&mut st, &restored_tx);
@@ -124,7 +131,7 @@ impl Driver<'_> {
                 _ = &mut shutdown => break,
                 Some(report) = slot_rx.recv() => self.on_slot(&mut st, report),
                 Some(()) = done_rx.recv() => st.pending -= 1,
-                Some(tps) = restored_rx.recv() => st.sched.restored(&tps),
+                Some(tps) = restored_rx.recv() => self.on_restored(&mut st, &tps),
                 _ = self.wake.notified() => {} // group events: applied at the top
 
                 _ = sleep_until_ms(open_until), if open_until.is_some() => {
@@ -136,6 +143,10 @@ impl Driver<'_> {
                 _ = commit_tick.tick() => {
                     self.commit();
                     self.drain_expiring(&mut st);
+                    if let Some(tp) = self.check_stalls(&mut st) {
+                        stalled = Some(tp);
+                        break;
+                    }
                 }
                 _ = sleep_until_ms(next_due), if next_due.is_some() => {
                     let n = st.sched.release_due(now_ms());
@@ -143,7 +154,12 @@ impl Driver<'_> {
                 }
                 // Always polled: group liveness never depends on our state.
                 msg = self.consumer.recv() => match msg {
-                    Ok(m) => self.on_record(&mut st, m.detach()),
+                    Ok(m) => {
+                        // The assign callback may have run inside this very
+                        // recv(): know the partition before taking its record.
+                        self.apply_group_events(&mut st, &restored_tx);
+                        self.on_record(&mut st, m.detach());
+                    }
                     Err(e) if is_fatal(&e) => {
                         // E.g. fenced: the group gave this group.instance.id
                         // to a new member id (seen after a broker restart),
@@ -158,60 +174,11 @@ impl Driver<'_> {
             }
         }
         self.stop(&mut st, &mut done_rx).await;
-        Ok(match fatal {
-            Some(e) => Exit::Fatal(e),
-            None => Exit::Shutdown,
+        Ok(match (fatal, stalled) {
+            (Some(e), _) => Exit::Fatal(e),
+            (None, Some(tp)) => Exit::Stalled(tp),
+            (None, None) => Exit::Shutdown,
         })
-    }
-
-    fn apply_group_events(&self, st: &mut State, restored_tx: &mpsc::UnboundedSender<Vec<Tp>>) {
-        let events = std::mem::take(&mut *self.events.lock().expect("events lock"));
-        for e in events {
-            match e {
-                GroupEvent::Revoked(tps) => {
-                    let dropped = st.sched.revoke(&tps);
-                    if dropped > 0 {
-                        debug!(dropped, "Dropped queued records of revoked partitions.");
-                    }
-                }
-                GroupEvent::Assigned(tps) => {
-                    st.assigned_once = true;
-                    st.sched.assign(tps.iter().cloned());
-                    self.restore_ledger(tps, restored_tx.clone());
-                }
-            }
-        }
-    }
-
-    /// Reads the ledger of newly assigned partitions on a blocking thread;
-    /// they flow once it is loaded (or could not be read: then at worst
-    /// their uncommitted records are delivered again).
-    fn restore_ledger(&self, tps: Vec<Tp>, done: mpsc::UnboundedSender<Vec<Tp>>) {
-        let config = self.config.clone();
-        let dest = self.deliverer.destination.clone();
-        let ledger = self.ledger.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            match ledger::restore(&config, &dest, &tps) {
-                Ok(found) => {
-                    let n: usize = found.values().map(HashMap::len).sum();
-                    let mut l = ledger.lock().expect("ledger lock");
-                    for (partition, steps) in found {
-                        l.load(partition, steps);
-                    }
-                    info!(
-                        partitions = tps.len(),
-                        entries = n,
-                        took_ms = started.elapsed().as_millis() as u64,
-                        "Ledger restored for assigned partitions."
-                    );
-                }
-                Err(e) => {
-                    warn!(error = %e, "Could not read the ledger; records in flight before this assignment may be delivered twice.")
-                }
-            }
-            let _ = done.send(tps);
-        });
     }
 
     /// Dead-letters ready records that expired, whatever the circuit says.
@@ -384,60 +351,6 @@ impl Driver<'_> {
                 info!(topic = %tp.0, partition = tp.1, age_s = age / 1000, "Circuit open, but records are about to expire: draining them to the DLQ.");
                 st.sched.drain_for_expiry(&tp);
             }
-        }
-    }
-
-    fn on_record(&self, st: &mut State, m: rdkafka::message::OwnedMessage) {
-        let d = &self.deliverer;
-        let tp = (m.topic().to_string(), m.partition());
-        if !st.sched.is_assigned(&tp) {
-            return; // Fetched before a revoke; the new owner reads it.
-        }
-        let now = now_ms();
-        let written_at = m.timestamp().to_millis().unwrap_or(now);
-        let r = Received::new(m, &self.config.router.identity);
-        let suppressed = r.delivery.is_ok()
-            && self.ledger.lock().expect("ledger lock").suppresses(
-                tp.1,
-                &r.identity,
-                r.attempts_made,
-            );
-        let mut offsets = d.offsets.lock().expect("offsets lock");
-        if suppressed {
-            // Delivered (or moved on to a later tier) before a crash or a
-            // rebalance, and not committed then.
-            offsets.start(&tp, r.msg.offset(), written_at);
-            offsets.finish(&tp, r.msg.offset());
-            d.metrics
-                .redeliveries_suppressed
-                .with_label_values(&[&d.destination])
-                .inc();
-            debug!(
-                event_id = r.delivery.as_ref().map(|d| d.event.id.as_str()).unwrap_or_default(),
-                destination = %d.destination,
-                attempt = r.attempts_made + 1,
-                trace_id = header_str(&r.msg, h::TRACEPARENT).and_then(herald_core::otel::trace_id_of),
-                "Already delivered or moved on according to the ledger; skipped."
-            );
-            return;
-        }
-        let due = self.tiers.contains(&tp.0).then(|| {
-            header_str(&r.msg, h::DUE_AT)
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(0)
-        });
-        // A tier record is only late once it is due.
-        offsets.start(&tp, r.msg.offset(), written_at.max(due.unwrap_or(0)));
-        drop(offsets);
-        let expiring = expiring(&self.expiry, &r, now).is_some();
-        let held_before = st.sched.held_len();
-        st.sched.push(Queued { tp, item: r }, due, expiring, now);
-        let held = st.sched.held_len() - held_before;
-        if held > 0 {
-            d.metrics
-                .waiting
-                .with_label_values(&[&d.destination])
-                .add(held as i64);
         }
     }
 

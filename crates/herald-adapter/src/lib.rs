@@ -30,6 +30,7 @@ mod offsets;
 pub mod outcome;
 mod ratelimit;
 mod scheduler;
+mod stall;
 mod writer;
 
 use consumer::AdapterContext;
@@ -165,7 +166,7 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
         .run()
         .await;
         match exit {
-            Ok(driver::Exit::Fatal(e)) => {
+            Ok(exit @ (driver::Exit::Fatal(_) | driver::Exit::Stalled(_))) => {
                 // The old member's partitions are gone: start from the
                 // group's committed offsets, like a restarted process.
                 drop(consumer);
@@ -176,7 +177,15 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
                     .writer
                     .stopping
                     .store(false, std::sync::atomic::Ordering::Release);
-                tracing::warn!(error = %e, "Re-joining the group with a new consumer.");
+                match exit {
+                    driver::Exit::Fatal(e) => {
+                        tracing::warn!(error = %e, "Re-joining the group with a new consumer.")
+                    }
+                    driver::Exit::Stalled(tp) => {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, "Re-joining the group with a new consumer (a partition stalled).")
+                    }
+                    driver::Exit::Shutdown => {}
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Ok(driver::Exit::Shutdown) => {

@@ -124,6 +124,16 @@ impl OffsetTracker {
             .collect()
     }
 
+    /// Whether no received record of `tp` is unfinished.
+    pub fn idle(&self, tp: &Tp) -> bool {
+        self.parts.get(tp).is_none_or(|t| t.pending.is_empty())
+    }
+
+    /// One past the highest offset received from `tp`, if any.
+    pub fn next(&self, tp: &Tp) -> Option<i64> {
+        self.parts.get(tp).map(|t| t.next)
+    }
+
     /// Unfinished records across all partitions.
     pub fn unfinished(&self) -> usize {
         self.parts.values().map(|t| t.pending.len()).sum()

@@ -15,9 +15,16 @@
 //! - `RESTORING`: the ledger entries that describe this partition's
 //!   uncommitted records are still being read (other partitions flow).
 //!
-//! Newly assigned partitions get their pause state applied explicitly (a
-//! pause set by this process survives a revoke-and-reassign inside
-//! librdkafka, so state is re-decided on every assignment).
+//! Pausing is deferred until a partition has delivered its first record
+//! in the assignment. librdkafka starts a partition's fetcher with an
+//! asynchronous op guarded by a version barrier; a pause or resume issued
+//! while that op is still queued can make it outdated, and the partition
+//! then stays assigned and is never fetched (librdkafka issues #2190 and
+//! #5591). A record from the partition proves its fetcher is running, so
+//! from then on pause/resume are safe. Records that arrive while their
+//! partition's ledger is still being read are parked and handed back by
+//! [`Scheduler::restored`]. Revoked partitions are resumed by the revoke
+//! callback, so no pause outlives an assignment inside librdkafka.
 
 pub use crate::offsets::Tp;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -48,6 +55,11 @@ pub struct Scheduler<M> {
     /// Partitions allowed to flow while the circuit is open, because their
     /// head record is about to expire (see `drain_for_expiry`).
     draining: HashSet<Tp>,
+    /// Partitions that delivered a record in this assignment: only these
+    /// are paused or resumed (see the module notes).
+    fetching: HashSet<Tp>,
+    /// Records received while their partition's ledger was being read.
+    parked: HashMap<Tp, Vec<M>>,
     /// Ready records at which intake pauses (resumes at half).
     ready_cap: usize,
 }
@@ -61,6 +73,8 @@ impl<M> Scheduler<M> {
             applied: HashMap::new(),
             circuit_open: false,
             draining: HashSet::new(),
+            fetching: HashSet::new(),
+            parked: HashMap::new(),
             ready_cap: ready_cap.max(1),
         }
     }
@@ -74,7 +88,11 @@ impl<M> Scheduler<M> {
                 r |= CIRCUIT;
             }
             self.reasons.insert(tp.clone(), r);
-            self.applied.remove(&tp);
+            // Not paused inside librdkafka: the revoke resumed it, or it is
+            // new to this consumer.
+            self.applied.insert(tp.clone(), false);
+            self.fetching.remove(&tp);
+            self.parked.remove(&tp);
         }
     }
 
@@ -88,20 +106,51 @@ impl<M> Scheduler<M> {
         let mut dropped = before - self.ready.len();
         for tp in tps {
             dropped += self.held.remove(tp).map_or(0, |q| q.len());
+            dropped += self.parked.remove(tp).map_or(0, |p| p.len());
             self.reasons.remove(tp);
             self.applied.remove(tp);
             self.draining.remove(tp);
+            self.fetching.remove(tp);
         }
         dropped
     }
 
     /// The ledger of these partitions is loaded: their records may flow.
-    pub fn restored(&mut self, tps: &[Tp]) {
+    /// Returns the records parked meanwhile, in the order received, for the
+    /// caller to take in as if they had just arrived.
+    pub fn restored(&mut self, tps: &[Tp]) -> Vec<M> {
+        let mut out = Vec::new();
         for tp in tps {
             if let Some(r) = self.reasons.get_mut(tp) {
                 *r &= !RESTORING;
             }
+            out.extend(self.parked.remove(tp).unwrap_or_default());
         }
+        out
+    }
+
+    /// A record of `tp` was received: its fetcher runs, so its pause state
+    /// may now be applied.
+    pub fn received(&mut self, tp: &Tp) {
+        if self.reasons.contains_key(tp) && !self.fetching.contains(tp) {
+            self.fetching.insert(tp.clone());
+        }
+    }
+
+    /// Whether `tp`'s ledger is still being read (its records must be
+    /// parked, not attempted).
+    pub fn is_restoring(&self, tp: &Tp) -> bool {
+        self.reasons.get(tp).is_some_and(|r| r & RESTORING != 0)
+    }
+
+    /// Keeps a record of a restoring partition until [`Self::restored`].
+    pub fn park(&mut self, tp: Tp, item: M) {
+        self.parked.entry(tp).or_default().push(item);
+    }
+
+    /// Whether `tp` is assigned and nothing holds it back.
+    pub fn is_flowing(&self, tp: &Tp) -> bool {
+        self.reasons.get(tp) == Some(&0)
     }
 
     pub fn is_assigned(&self, tp: &Tp) -> bool {
@@ -242,10 +291,14 @@ impl<M> Scheduler<M> {
     }
 
     /// Pause (`true`) or resume (`false`) calls needed to bring the consumer
-    /// to the decided state. Marks them applied.
+    /// to the decided state. Marks them applied. Partitions that have not
+    /// delivered a record yet are left alone (see the module notes).
     pub fn pause_changes(&mut self) -> Vec<(Tp, bool)> {
         let mut out = Vec::new();
         for (tp, r) in &self.reasons {
+            if !self.fetching.contains(tp) {
+                continue;
+            }
             let want = *r != 0;
             if self.applied.get(tp) != Some(&want) {
                 out.push((tp.clone(), want));
@@ -270,132 +323,4 @@ impl<M> Scheduler<M> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tp(t: &str, p: i32) -> Tp {
-        (t.to_string(), p)
-    }
-
-    fn q(t: &str, p: i32, offset: i64) -> Queued<i64> {
-        Queued {
-            tp: tp(t, p),
-            item: offset,
-        }
-    }
-
-    #[test]
-    fn assignment_restores_then_flows_and_reapplies_state() {
-        let mut s: Scheduler<i64> = Scheduler::new(10);
-        s.assign([tp("d", 0), tp("d", 1)]);
-        assert_eq!(
-            s.pause_changes(),
-            [(tp("d", 0), true), (tp("d", 1), true)],
-            "paused while the ledger is read"
-        );
-        s.restored(&[tp("d", 0)]);
-        assert_eq!(s.pause_changes(), [(tp("d", 0), false)]);
-        assert!(s.pause_changes().is_empty(), "nothing changed since");
-        // Revoked and assigned back: the state is applied again even though
-        // the scheduler last said "resumed" (librdkafka keeps our pause).
-        s.revoke(&[tp("d", 0)]);
-        s.assign([tp("d", 0)]);
-        s.restored(&[tp("d", 0)]);
-        assert_eq!(s.pause_changes(), [(tp("d", 0), false)]);
-    }
-
-    #[test]
-    fn tier_records_wait_in_order_until_due() {
-        let mut s: Scheduler<i64> = Scheduler::new(10);
-        s.assign([tp("r", 0)]);
-        s.restored(&[tp("r", 0)]);
-        s.pause_changes();
-        s.push(q("r", 0, 1), Some(1_000), false, 0);
-        s.push(q("r", 0, 2), Some(10), false, 0); // due, but behind a held one
-        assert_eq!(s.reasons(&tp("r", 0)), Some(HELD));
-        assert_eq!(s.pause_changes(), [(tp("r", 0), true)]);
-        assert_eq!(s.next_due(), Some(1_000));
-        assert_eq!(s.release_due(999), 0);
-        assert_eq!(s.release_due(1_000), 2);
-        assert_eq!(s.pause_changes(), [(tp("r", 0), false)]);
-        assert_eq!(s.pop_ready().map(|q| q.item), Some(1));
-        assert_eq!(s.pop_ready().map(|q| q.item), Some(2));
-        assert!(s.pop_ready().is_none());
-    }
-
-    #[test]
-    fn circuit_pauses_everything_but_expiring_partitions_drain() {
-        let mut s: Scheduler<i64> = Scheduler::new(10);
-        s.assign([tp("d", 0), tp("d", 1)]);
-        s.restored(&[tp("d", 0), tp("d", 1)]);
-        s.pause_changes();
-        s.set_circuit(true);
-        assert_eq!(s.pause_changes(), [(tp("d", 0), true), (tp("d", 1), true)]);
-        s.drain_for_expiry(&tp("d", 1));
-        assert_eq!(s.pause_changes(), [(tp("d", 1), false)]);
-        s.push(q("d", 1, 5), None, true, 0);
-        assert_eq!(s.reasons(&tp("d", 1)), Some(0), "still draining");
-        s.push(q("d", 1, 6), None, false, 0);
-        assert_eq!(s.reasons(&tp("d", 1)), Some(CIRCUIT), "drained");
-        assert_eq!(s.pause_changes(), [(tp("d", 1), true)]);
-        let expired = s.take_ready_where(|o| *o == 5);
-        assert_eq!(expired.len(), 1);
-        assert_eq!(s.ready_len(), 1);
-        // Settling expired records relieves back-pressure too (the circuit
-        // is open: nothing is popped).
-        s.pause_changes();
-        for o in 10..20 {
-            s.drain_for_expiry(&tp("d", 1));
-            s.push(q("d", 1, o), None, true, 0);
-        }
-        assert_eq!(
-            s.reasons(&tp("d", 1)).map(|r| r & BACKPRESSURE),
-            Some(BACKPRESSURE)
-        );
-        assert_eq!(s.take_ready_where(|o| *o >= 10).len(), 10);
-        assert_eq!(s.reasons(&tp("d", 1)).map(|r| r & BACKPRESSURE), Some(0));
-        // Newly assigned partitions follow the open circuit.
-        s.assign([tp("d", 2)]);
-        s.restored(&[tp("d", 2)]);
-        assert_eq!(s.reasons(&tp("d", 2)), Some(CIRCUIT));
-        s.set_circuit(false);
-        assert_eq!(
-            s.pause_changes(),
-            [
-                (tp("d", 0), false),
-                (tp("d", 1), false),
-                (tp("d", 2), false)
-            ]
-        );
-    }
-
-    #[test]
-    fn a_full_ready_queue_pauses_intake_until_half_empty() {
-        let mut s: Scheduler<i64> = Scheduler::new(4);
-        s.assign([tp("d", 0)]);
-        s.restored(&[tp("d", 0)]);
-        s.pause_changes();
-        for o in 0..4 {
-            s.push(q("d", 0, o), None, false, 0);
-        }
-        assert_eq!(s.pause_changes(), [(tp("d", 0), true)]);
-        s.pop_ready();
-        assert!(s.pause_changes().is_empty(), "3 left, above half");
-        s.pop_ready();
-        assert_eq!(s.pause_changes(), [(tp("d", 0), false)]);
-    }
-
-    #[test]
-    fn revoke_drops_queued_work_of_those_partitions_only() {
-        let mut s: Scheduler<i64> = Scheduler::new(10);
-        s.assign([tp("d", 0), tp("r", 0)]);
-        s.restored(&[tp("d", 0), tp("r", 0)]);
-        s.push(q("d", 0, 1), None, false, 0);
-        s.push(q("r", 0, 1), Some(100), false, 0);
-        s.push(q("d", 1, 1), None, false, 0); // partition not tracked: kept
-        assert_eq!(s.revoke(&[tp("d", 0), tp("r", 0)]), 2);
-        assert_eq!(s.ready_len(), 1);
-        assert_eq!(s.held_len(), 0);
-        assert!(!s.is_assigned(&tp("d", 0)));
-    }
-}
+mod tests;

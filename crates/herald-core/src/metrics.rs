@@ -487,6 +487,9 @@ pub struct AdapterMetrics {
     pub commit_failures: IntCounterVec,
     /// Outcome records Kafka refused for good (too large), by record role.
     pub outcome_records_refused: IntCounterVec,
+    /// Assigned, flowing partitions that stopped being fetched, by the
+    /// action taken (seek, rejoin).
+    pub partition_stalls: IntCounterVec,
     pub lag: LagMetrics,
 }
 
@@ -509,6 +512,7 @@ impl AdapterMetrics {
             dlq_depth: gauge(&r, "herald_adapter_dlq_depth_records", "Records retained on the destination's DLQ topic (high minus low watermark); replay does not remove them, retention does.", &["destination"]),
             commit_failures: counter(&r, "herald_adapter_commit_failures_total", "Offset commits that failed (retried on the next commit tick; finished records may be delivered again if the adapter dies first).", &["destination"]),
             outcome_records_refused: counter(&r, "herald_adapter_outcome_records_refused_total", "Outcome records Kafka refused for good (too large for the topic), by role (retry, dlq, attempts, ledger); each is settled another way (a retry becomes a dead letter, a dead letter is truncated).", &["destination", "record"]),
+            partition_stalls: counter(&r, "herald_adapter_partition_stalls_total", "Assigned partitions the adapter let flow that yielded no record for 30 s although one waited at the committed offset (the Kafka client stopped fetching them), by the action taken: seek to the committed offset, or rejoin the group with a new consumer.", &["destination", "action"]),
             lag: LagMetrics::new(&r),
             registry: r,
         }
@@ -547,6 +551,10 @@ impl AdapterMetrics {
         self.redeliveries_suppressed
             .with_label_values(&[destination]);
         self.commit_failures.with_label_values(&[destination]);
+        for action in ["seek", "rejoin"] {
+            self.partition_stalls
+                .with_label_values(&[destination, action]);
+        }
     }
 }
 
