@@ -22,6 +22,7 @@
 use herald_core::config::Config;
 use herald_core::envelope::{LedgerEntry, LedgerState};
 use herald_core::kafka::client_config;
+use herald_core::kafka::EofReaderContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -159,7 +160,9 @@ pub fn restore(
     Ok(out)
 }
 
-fn reader(config: &Config, destination: &str) -> anyhow::Result<BaseConsumer> {
+type Reader = BaseConsumer<EofReaderContext>;
+
+fn reader(config: &Config, destination: &str) -> anyhow::Result<Reader> {
     Ok(client_config(config)
         .set(
             "group.id",
@@ -177,7 +180,7 @@ fn reader(config: &Config, destination: &str) -> anyhow::Result<BaseConsumer> {
         // Each partition is read on its own, one after the other: answer
         // fetches at once rather than after librdkafka's default 500 ms.
         .set("fetch.wait.max.ms", "10")
-        .create()?)
+        .create_with_context(EofReaderContext)?)
 }
 
 /// What one poll of a partition-EOF-enabled reader gave.
@@ -188,7 +191,7 @@ enum Polled<M> {
 }
 
 fn poll<'a>(
-    reader: &'a BaseConsumer,
+    reader: &'a Reader,
     wait: Duration,
 ) -> anyhow::Result<Polled<rdkafka::message::BorrowedMessage<'a>>> {
     match reader.poll(wait) {
@@ -204,7 +207,7 @@ fn poll<'a>(
 
 /// Timestamp of the first record at or after `offset`, if there is one.
 fn first_timestamp_from(
-    reader: &BaseConsumer,
+    reader: &Reader,
     topic: &str,
     partition: i32,
     offset: i64,
@@ -226,7 +229,7 @@ fn first_timestamp_from(
 /// Latest step per identity in one ledger partition, written at or after
 /// `from_ms`.
 fn read_steps(
-    reader: &BaseConsumer,
+    reader: &Reader,
     ledger: &str,
     partition: i32,
     from_ms: i64,

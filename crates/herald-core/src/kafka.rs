@@ -152,6 +152,27 @@ pub async fn apply_topics(
     Ok(out)
 }
 
+/// Client context for side readers that assign one partition after another
+/// with `enable.partition.eof` (the lag probe, the ledger restore): an
+/// end-of-partition event that arrives after its partition was replaced by
+/// the next one comes back as a "global error" with no partition, which
+/// librdkafka's default context logs at ERROR. It is expected and harmless:
+/// logged at DEBUG. Every other client error is logged at WARN.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EofReaderContext;
+
+impl rdkafka::ClientContext for EofReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!(%error, reason, "End of a partition the reader no longer reads.");
+        } else {
+            tracing::warn!(%error, reason, "Kafka client error.");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EofReaderContext {}
+
 /// Reads every committed record of `topic` that exists now, from the
 /// beginning up to each partition's high watermark at the time of the call.
 /// No consumer group is joined and nothing is committed. Used by the CLI

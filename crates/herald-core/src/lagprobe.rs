@@ -118,7 +118,7 @@ pub struct LagProbe {
     /// group.id = the group: committed offsets and watermarks.
     offsets: BaseConsumer,
     /// Reads the record at each committed position.
-    reader: BaseConsumer,
+    reader: BaseConsumer<crate::kafka::EofReaderContext>,
     admin: AdminClient<DefaultClientContext>,
     metrics: LagMetrics,
     /// topic -> time retention, once read.
@@ -148,7 +148,7 @@ impl LagProbe {
             .set("isolation.level", "read_committed")
             .create()?;
         // Its own group id, never committed to; assign() needs one.
-        let reader: BaseConsumer = base
+        let reader: BaseConsumer<crate::kafka::EofReaderContext> = base
             .clone()
             .set("group.id", format!("{group}.lag-probe"))
             .set("enable.auto.commit", "false")
@@ -159,7 +159,7 @@ impl LagProbe {
             // One record per partition is all it needs, soon.
             .set("fetch.wait.max.ms", "50")
             .set("max.partition.fetch.bytes", "65536")
-            .create()?;
+            .create_with_context(crate::kafka::EofReaderContext)?;
         let admin = base.create()?;
         metrics.seconds.hand_to_probe(group, topics);
         for t in topics {
