@@ -698,6 +698,7 @@ mod tests {
             dlq_depth,
             commit_failures,
             outcome_records_refused,
+            partition_stalls,
             lag: adapter_lag,
         } = &a;
         for c in [
@@ -708,6 +709,7 @@ mod tests {
             redeliveries_suppressed,
             commit_failures,
             outcome_records_refused,
+            partition_stalls,
         ] {
             counter(c);
         }
