@@ -139,6 +139,18 @@ async fn an_open_circuit_keeps_polling() {
         sink.stats("/down").unique_delivered as usize >= ids.len()
     })
     .await;
+    // An evicted member only learns it was thrown out at its next poll,
+    // after the cool-down: then it loses its partitions and re-joins. The
+    // only member of its group is never revoked otherwise.
+    let log = p.log_of("herald-adapter-down");
+    let revoked: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Partitions revoked from the adapter"))
+        .collect();
+    assert!(
+        revoked.is_empty(),
+        "the adapter was evicted from its group while the circuit was open: {revoked:?}"
+    );
 }
 
 /// Item 1 (adapter): a retry record too large for its tier topic must not

@@ -1,5 +1,5 @@
 //! The adapter's Kafka consumer: group membership, what happens when
-//! partitions come and go, and offset commits with their results.
+//! partitions come and go (offset commits: `committer.rs`).
 //!
 //! The rebalance callbacks run inside the driver's `recv()`, so the driver
 //! is not starting work meanwhile. On revoke, the callback waits (bounded)
@@ -113,25 +113,6 @@ impl ConsumerContext for AdapterContext {
             }
             Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
             Rebalance::Revoke(_) => {}
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let ok = result.is_ok();
-        {
-            let mut tracker = self.offsets.lock().expect("offsets lock");
-            for e in offsets.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    tracker.commit_result(&(e.topic().to_string(), e.partition()), o, ok);
-                }
-            }
-        }
-        if let Err(e) = result {
-            self.metrics
-                .commit_failures
-                .with_label_values(&[&self.destination])
-                .inc();
-            warn!(error = %e, partitions = offsets.count(), "Offset commit failed; it is retried on the next tick.");
         }
     }
 }

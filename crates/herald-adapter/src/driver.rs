@@ -7,6 +7,7 @@
 mod intake;
 
 use crate::circuit::{self, Breaker};
+use crate::committer::Committer;
 use crate::concurrency::{self, Adaptive};
 use crate::consumer::{commit_list, AdapterContext, GroupEvent};
 use crate::delivery::{self, Deliverer, Received, Slot, SlotReport, Work};
@@ -41,6 +42,8 @@ pub struct Driver<'a> {
     pub config: &'a Config,
     pub dc: &'a DestinationConfig,
     pub consumer: &'a StreamConsumer<AdapterContext>,
+    /// Commits offsets on its own thread and reports their results.
+    pub committer: Committer,
     pub deliverer: Arc<Deliverer>,
     pub ledger: Arc<Mutex<Ledger>>,
     pub events: Arc<Mutex<Vec<GroupEvent>>>,
@@ -361,18 +364,11 @@ impl Driver<'_> {
             .lock()
             .expect("offsets lock")
             .take_commits();
-        if let Err(e) = commit_list(self.consumer, &commits, CommitMode::Async) {
-            // Not sent at all: ask for these points again next tick.
-            let mut offsets = self.deliverer.offsets.lock().expect("offsets lock");
-            for (tp, o) in &commits {
-                offsets.commit_result(tp, *o, false);
-            }
-            warn!(error = %e, "Offset commit failed; will retry on the next tick.");
-        }
+        self.committer.send(commits);
     }
 
     /// Graceful stop: nothing new starts; in-flight work gets the grace period.
-    async fn stop(&self, st: &mut State, done_rx: &mut mpsc::UnboundedReceiver<()>) {
+    async fn stop(&mut self, st: &mut State, done_rx: &mut mpsc::UnboundedReceiver<()>) {
         let grace = self.config.adapter.shutdown_grace;
         info!(in_flight = st.pending, grace = ?grace, "Shutting down: finishing in-flight deliveries.");
         let deadline = tokio::time::Instant::now() + grace;
@@ -389,6 +385,11 @@ impl Driver<'_> {
             .writer
             .stopping
             .store(true, std::sync::atomic::Ordering::Release);
+        // A commit still in flight either lands or is asked for again below.
+        let committer = &mut self.committer;
+        if !tokio::task::block_in_place(|| committer.finish(Duration::from_secs(10))) {
+            warn!("An offset commit is still waiting for the broker.");
+        }
         let (commits, unfinished) = {
             let mut o = self.deliverer.offsets.lock().expect("offsets lock");
             (o.take_commits(), o.unfinished())

@@ -17,6 +17,7 @@
 //!   must stop waiting.
 
 mod circuit;
+mod committer;
 mod concurrency;
 pub mod consumer;
 mod delivery;
@@ -149,11 +150,18 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
     };
     let tiers: HashSet<String> = topics[1..].iter().cloned().collect();
     let result = loop {
-        let consumer = make_consumer()?;
+        let consumer = Arc::new(make_consumer()?);
+        let committer = committer::Committer::start(
+            consumer.clone(),
+            offsets.clone(),
+            metrics.clone(),
+            destination.clone(),
+        )?;
         let exit = driver::Driver {
             config: &config,
             dc: &dc,
             consumer: &consumer,
+            committer,
             deliverer: deliverer.clone(),
             ledger: ledger.clone(),
             events: events.clone(),
