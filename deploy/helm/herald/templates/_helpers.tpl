@@ -1,0 +1,227 @@
+{{/*
+Names, labels, the herald.toml renderer and topic names. Topic and group
+names follow crates/herald-core/src/topics.rs; scripts/check-deploy.sh
+compares them with `herald config check --json` on the rendered config.
+*/}}
+
+{{- define "herald.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "herald.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "herald.labels" -}}
+{{ include "herald.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "herald.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "herald.prefix" -}}
+{{- .Values.config.topics.prefix | default "herald" -}}
+{{- end -}}
+
+{{/*
+The config as written to herald.toml: .Values.config, the destinations
+without their chart-only `k8s` key, and both admin listeners on the
+container's admin port.
+*/}}
+{{- define "herald.config" -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- $listen := printf "0.0.0.0:%d" (int .Values.adminPort) -}}
+{{- $_ := set $cfg "router" (merge (dict "listen" $listen) (omit ($cfg.router | default dict) "listen")) -}}
+{{- $_ := set $cfg "adapter" (merge (dict "listen" $listen) (omit ($cfg.adapter | default dict) "listen")) -}}
+{{- $dests := dict -}}
+{{- range $name, $d := .Values.destinations -}}
+{{- $_ := set $dests $name (omit $d "k8s") -}}
+{{- end -}}
+{{- $_ := set $cfg "destinations" $dests -}}
+{{- toJson $cfg -}}
+{{- end -}}
+
+{{/* ---- TOML ---------------------------------------------------------- */}}
+
+{{- define "herald.toml.key" -}}
+{{- if regexMatch "^[A-Za-z0-9_-]+$" . -}}{{ . }}{{- else -}}{{ toJson . }}{{- end -}}
+{{- end -}}
+
+{{/* A scalar, array or inline table. Integral numbers print as integers. */}}
+{{- define "herald.toml.value" -}}
+{{- $v := . -}}
+{{- if kindIs "string" $v -}}{{ toJson $v }}
+{{- else if kindIs "bool" $v -}}{{ $v }}
+{{- else if or (kindIs "float64" $v) (kindIs "float32" $v) -}}
+{{- if eq (float64 (int64 $v)) (float64 $v) -}}{{ int64 $v }}{{- else -}}{{ $v }}{{- end -}}
+{{- else if or (kindIs "int" $v) (kindIs "int64" $v) (kindIs "int32" $v) -}}{{ $v }}
+{{- else if kindIs "slice" $v -}}
+[{{ range $i, $e := $v }}{{ if $i }}, {{ end }}{{ include "herald.toml.value" $e }}{{ end }}]
+{{- else if kindIs "map" $v -}}
+{ {{- range $i, $k := keys $v | sortAlpha }}{{ if $i }},{{ end }} {{ include "herald.toml.key" $k }} = {{ include "herald.toml.value" (get $v $k) }}{{ end }} }
+{{- else -}}
+{{- fail (printf "herald.toml: cannot write %v (%s)" $v (kindOf $v)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* One table: its scalar keys, then each sub-table as [path.key]. */}}
+{{- define "herald.toml.table" -}}
+{{- $path := .path -}}
+{{- $t := .table -}}
+{{- $strings := .strings | default false -}}
+{{- $scalars := 0 }}
+{{- range $k, $v := $t }}{{ if not (kindIs "map" $v) }}{{ $scalars = add1 $scalars }}{{ end }}{{ end }}
+{{- if and $path (or $scalars (not $t)) }}
+
+[{{ $path }}]
+{{- end }}
+{{- range $k := keys $t | sortAlpha }}
+{{- $v := get $t $k }}
+{{- if and (not (kindIs "map" $v)) (not (kindIs "invalid" $v)) }}
+{{- if and $strings (or (kindIs "float64" $v) (kindIs "int64" $v) (kindIs "int" $v)) }}
+{{ include "herald.toml.key" $k }} = {{ include "herald.toml.value" $v | quote }}
+{{- else if $strings }}
+{{ include "herald.toml.key" $k }} = {{ toJson (toString $v) }}
+{{- else }}
+{{ include "herald.toml.key" $k }} = {{ include "herald.toml.value" $v }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $k := keys $t | sortAlpha }}
+{{- $v := get $t $k }}
+{{- if kindIs "map" $v }}
+{{- $sub := ternary (include "herald.toml.key" $k) (printf "%s.%s" $path (include "herald.toml.key" $k)) (eq $path "") }}
+{{- /* kafka.client holds librdkafka properties: strings, whatever YAML made of them */}}
+{{- include "herald.toml.table" (dict "path" $sub "table" $v "strings" (or $strings (eq $sub "kafka.client"))) }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "herald.toml" -}}
+# herald.toml, rendered by the Helm chart from its values (config + destinations).
+{{- include "herald.toml.table" (dict "path" "" "table" (fromJson (include "herald.config" .))) }}
+{{- end -}}
+
+{{/* ---- topic names ---------------------------------------------------- */}}
+
+{{/* A duration ("30s", "2m", "1h 30m", "500ms") as topics.rs names it. */}}
+{{- define "herald.compactDuration" -}}
+{{- $ms := 0 -}}
+{{- range $part := splitList " " (toString .) -}}
+{{- if $part -}}
+{{- $m := regexFindAll "^([0-9]+)(ms|s|m|h|d)$" $part -1 -}}
+{{- if not $m -}}{{- fail (printf "retry tier %q: write tiers as e.g. 30s, 2m, 1h, 1h 30m" $part) -}}{{- end -}}
+{{- $n := int64 (regexReplaceAll "[a-z]+$" $part "") -}}
+{{- $unit := regexReplaceAll "^[0-9]+" $part "" -}}
+{{- $size := get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000) $unit -}}
+{{- $ms = add $ms (mul $n $size) -}}
+{{- end -}}
+{{- end -}}
+{{- $out := printf "%dms" $ms -}}
+{{- if eq $ms 0 -}}{{- $out = "0s" -}}
+{{- else if eq (mod $ms 86400000) 0 -}}{{- $out = printf "%dd" (div $ms 86400000) -}}
+{{- else if eq (mod $ms 3600000) 0 -}}{{- $out = printf "%dh" (div $ms 3600000) -}}
+{{- else if eq (mod $ms 60000) 0 -}}{{- $out = printf "%dm" (div $ms 60000) -}}
+{{- else if eq (mod $ms 1000) 0 -}}{{- $out = printf "%ds" (div $ms 1000) -}}
+{{- end -}}
+{{- $out -}}
+{{- end -}}
+
+{{/* Tiers of a destination: its own, else Herald's default ladder. */}}
+{{- define "herald.tiers" -}}
+{{- $retry := .dest.retry | default dict -}}
+{{- toJson (hasKey $retry "tiers" | ternary $retry.tiers (list "30s" "2m" "15m" "1h")) -}}
+{{- end -}}
+
+{{/* ---- pod pieces ------------------------------------------------------ */}}
+
+{{/* Environment shared by every Herald container. */}}
+{{- define "herald.env" -}}
+- name: HERALD_CONFIG
+  value: /etc/herald/herald.toml
+{{- range .Values.secretEnv }}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .key }}
+      {{- if hasKey . "optional" }}
+      optional: {{ .optional }}
+      {{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "herald.volumeMounts" -}}
+- name: config
+  mountPath: /etc/herald/herald.toml
+  subPath: herald.toml
+  readOnly: true
+{{- range .Values.secretFiles }}
+- name: secret-{{ .name }}
+  mountPath: {{ .mountPath | default (printf "/etc/herald/secrets/%s" .name) }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "herald.volumes" -}}
+- name: config
+  configMap:
+    name: {{ .configMap }}
+{{- range .root.Values.secretFiles }}
+- name: secret-{{ .name }}
+  secret:
+    secretName: {{ .secretName }}
+{{- end }}
+{{- end -}}
+
+{{- define "herald.probes" -}}
+startupProbe:
+  httpGet: {path: /healthz, port: admin}
+  periodSeconds: 5
+  failureThreshold: 60
+livenessProbe:
+  httpGet: {path: /healthz, port: admin}
+  periodSeconds: 10
+  failureThreshold: 3
+readinessProbe:
+  httpGet: {path: /readyz, port: admin}
+  periodSeconds: 5
+  failureThreshold: 2
+{{- end -}}
+
+{{/*
+Every `env:NAME` secret reference in a destination must name a variable
+the pods get (secretEnv or extraEnv): fail at render time, not at start-up.
+*/}}
+{{- define "herald.checkSecretRefs" -}}
+{{- $names := list -}}
+{{- range .Values.secretEnv }}{{ $names = append $names .name }}{{ end -}}
+{{- range .Values.extraEnv }}{{ $names = append $names .name }}{{ end -}}
+{{- range $dname, $d := .Values.destinations -}}
+{{- range $ref := concat (list ($d.secret | default "")) ($d.extra_secrets | default list) -}}
+{{- if hasPrefix "env:" $ref -}}
+{{- $var := trimPrefix "env:" $ref -}}
+{{- if not (has $var $names) -}}
+{{- fail (printf "destinations.%s references %s, but no secretEnv (or extraEnv) entry is named %s" $dname $ref $var) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

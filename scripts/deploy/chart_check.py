@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Checks on `helm template` output of deploy/helm/herald (run by
+scripts/check-deploy.sh, which installs what this needs).
+
+For every render given with --render:
+  * every object validates offline (schemas.py: Kubernetes schemas, strict,
+    for the oldest and newest supported version; KEDA and Prometheus-operator
+    CRD schemas, strict; KEDA kafka trigger parameters);
+  * the rendered herald.toml is accepted by the real `herald config check`,
+    run with the environment the pods get (Secret values replaced by a
+    well-formed dummy): so every `env:` reference is wired to a Secret;
+  * one adapter Deployment per configured destination, running
+    `herald-adapter --destination <d>`, and nothing else;
+  * each adapter's ScaledObject targets its Deployment and has one kafka
+    trigger per topic Herald itself names for that destination (destination
+    topic + retry tiers, from `config check --json`), all on the group
+    <prefix>.adapter.<d>;
+  * PDBs and Services select pods that exist; probes use the admin port;
+  * the PrometheusRule carries exactly the groups of deploy/prometheus/alerts.yml;
+  * the dashboards ConfigMap carries exactly deploy/grafana/dashboards/*.json;
+  * the ServiceMonitor selects Services whose job label starts with herald-.
+With --demo (the example values' render): the destinations equal those of
+examples/demo.toml, key for key except `url`.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+import yaml
+
+import schemas
+
+DUMMY_SECRET = "whsec_ZHVtbXktc2lnbmluZy1zZWNyZXQtZm9yLWNoZWNrcw=="
+
+
+class Report:
+    def __init__(self):
+        self.failures = []
+
+    def fail(self, what, msg):
+        self.failures.append(f"{what}: {msg}")
+
+    def expect(self, cond, what, msg):
+        if not cond:
+            self.fail(what, msg)
+        return cond
+
+
+def load_render(path):
+    return [o for o in yaml.safe_load_all(Path(path).read_text()) if o]
+
+
+def by_kind(objs, kind):
+    return [o for o in objs if o["kind"] == kind]
+
+
+def pod_labels(obj):
+    return obj["spec"]["template"]["metadata"].get("labels", {})
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def container_env(container):
+    """The container's environment as the process sees it, Secrets dummied."""
+    env = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif "secretKeyRef" in e.get("valueFrom", {}):
+            env[e["name"]] = DUMMY_SECRET
+        elif "fieldRef" in e.get("valueFrom", {}):
+            env[e["name"]] = "pod-0"
+    return env
+
+
+def herald_config_check(herald, toml_text, env, what, rep):
+    with tempfile.TemporaryDirectory() as d:
+        cfg = Path(d, "herald.toml")
+        cfg.write_text(toml_text)
+        run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        run_env.update({k: v for k, v in env.items() if k != "HERALD_CONFIG"})
+        p = subprocess.run(
+            [herald, "--config", str(cfg), "config", "check", "--json"],
+            capture_output=True, text=True, env=run_env,
+        )
+    if p.returncode != 0:
+        rep.fail(what, f"`herald config check` rejects the rendered herald.toml: {p.stderr.strip() or p.stdout.strip()}")
+        return None
+    return json.loads(p.stdout)
+
+
+def check_render(path, args, crds, kafka_keys, rep):
+    objs = load_render(path)
+    name = Path(path).name
+    for e in schemas.validate_objects(objs, args.k8s_version, crds, kafka_keys):
+        rep.fail(name, e)
+
+    configmaps = {o["metadata"]["name"]: o for o in by_kind(objs, "ConfigMap")}
+    tomls = {n: o["data"]["herald.toml"] for n, o in configmaps.items() if "herald.toml" in o.get("data", {})}
+    main = [n for n in tomls if not n.endswith("-topics-config")]
+    if not rep.expect(len(main) == 1, name, f"expected one herald.toml ConfigMap, found {sorted(tomls)}"):
+        return None
+    toml_text = tomls[main[0]]
+    for n, t in tomls.items():
+        rep.expect(t == toml_text, name, f"ConfigMap {n}'s herald.toml differs from {main[0]}'s")
+    prefix = tomllib.loads(toml_text).get("topics", {}).get("prefix", "herald")
+
+    workloads = by_kind(objs, "Deployment") + by_kind(objs, "StatefulSet")
+    adapters = [d for d in by_kind(objs, "Deployment") if pod_labels(d).get("app.kubernetes.io/component") == "adapter"]
+    routers = by_kind(objs, "StatefulSet")
+    rep.expect(len(routers) == 1, name, "expected one router StatefulSet")
+
+    # Each pod's config mount must be a ConfigMap carrying the same herald.toml.
+    for w in workloads + by_kind(objs, "Job"):
+        spec = w["spec"]["template"]["spec"]
+        vols = {v["name"]: v for v in spec.get("volumes", [])}
+        cm = vols.get("config", {}).get("configMap", {}).get("name")
+        rep.expect(cm in tomls, name, f"{w['kind']}/{w['metadata']['name']} mounts ConfigMap {cm!r}, which has no herald.toml")
+        for c in spec["containers"]:
+            rep.expect(container_env(c).get("HERALD_CONFIG") == "/etc/herald/herald.toml", name,
+                       f"{w['metadata']['name']}: HERALD_CONFIG is not the mounted /etc/herald/herald.toml")
+            if w["kind"] == "Job":
+                continue
+            ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+            rep.expect("admin" in ports, name, f"{w['metadata']['name']}: no admin port")
+            for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+                got = c.get(probe, {}).get("httpGet", {})
+                rep.expect(got.get("path") == path and got.get("port") == "admin", name,
+                           f"{w['metadata']['name']}: {probe} should be GET {path} on the admin port, is {got}")
+            rep.expect(c.get("resources", {}).get("requests") and c["resources"].get("limits", {}).get("memory"),
+                       name, f"{w['metadata']['name']}: no resource requests or memory limit")
+
+    env = container_env((adapters or routers)[0]["spec"]["template"]["spec"]["containers"][0]) if (adapters or routers) else {}
+    checked = herald_config_check(args.herald, toml_text, env, name, rep)
+    if checked is None:
+        return None
+    listen_port = routers[0]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] if routers else None
+    toml = tomllib.loads(toml_text)
+    for svc in ("router", "adapter"):
+        rep.expect(toml.get(svc, {}).get("listen", "").endswith(f":{listen_port}"), name,
+                   f"{svc}.listen {toml.get(svc, {}).get('listen')!r} is not the admin port {listen_port}")
+
+    dests = checked["destinations"]
+    by_dest = {}
+    for d in adapters:
+        dest = pod_labels(d).get("herald.dev/destination")
+        cmd = d["spec"]["template"]["spec"]["containers"][0].get("command")
+        rep.expect(cmd == ["herald-adapter", "--destination", dest], name,
+                   f"Deployment/{d['metadata']['name']} runs {cmd}, not herald-adapter --destination {dest}")
+        by_dest[dest] = d
+    rep.expect(set(by_dest) == set(dests), name,
+               f"adapter Deployments {sorted(by_dest)} != destinations in herald.toml {sorted(dests)}")
+
+    scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in by_kind(objs, "ScaledObject")}
+    for s in scaled:
+        rep.expect(any(d["metadata"]["name"] == s for d in adapters), name, f"ScaledObject targets {s!r}, no such adapter Deployment")
+    for dest, d in by_dest.items():
+        so = scaled.get(d["metadata"]["name"])
+        if so is None:
+            rep.expect("replicas" in d["spec"], name, f"{dest}: neither a ScaledObject nor replicas")
+            continue
+        rep.expect("replicas" not in d["spec"], name, f"{dest}: Deployment sets replicas although KEDA scales it")
+        info = dests.get(dest, {})
+        want = [info.get("topic")] + info.get("retry_topics", [])
+        trig = [t["metadata"] for t in so["spec"]["triggers"] if t["type"] == "kafka"]
+        rep.expect([t["topic"] for t in trig] == want, name,
+                   f"{dest}: ScaledObject topics {[t['topic'] for t in trig]} != Herald's {want}")
+        for t in trig:
+            rep.expect(t["consumerGroup"] == f"{prefix}.adapter.{dest}", name,
+                       f"{dest}: trigger group {t['consumerGroup']!r} is not {prefix}.adapter.{dest}")
+            rep.expect(t["bootstrapServers"] == toml["kafka"]["bootstrap_servers"] or args.allow_keda_bootstrap, name,
+                       f"{dest}: trigger bootstrapServers {t['bootstrapServers']!r} differs from kafka.bootstrap_servers")
+
+    pods = [pod_labels(w) for w in workloads]
+    for pdb in by_kind(objs, "PodDisruptionBudget"):
+        sel = pdb["spec"]["selector"]["matchLabels"]
+        n = sum(selects(sel, p) for p in pods)
+        rep.expect(n == 1, name, f"PodDisruptionBudget/{pdb['metadata']['name']} selects {n} workloads, not 1")
+    for svc in by_kind(objs, "Service"):
+        rep.expect(any(selects(svc["spec"]["selector"], p) for p in pods), name,
+                   f"Service/{svc['metadata']['name']} selects no pods")
+
+    for rule in by_kind(objs, "PrometheusRule"):
+        source = yaml.safe_load(Path(args.alerts).read_text())["groups"]
+        rep.expect(rule["spec"]["groups"] == source, name,
+                   f"PrometheusRule/{rule['metadata']['name']} differs from {args.alerts} "
+                   "(regenerate: scripts/check-deploy.sh --write)")
+    for cm in configmaps.values():
+        if "herald.toml" in cm.get("data", {}) or not cm["metadata"]["name"].endswith("-dashboards"):
+            continue
+        source = {p.name: p.read_text() for p in sorted(Path(args.dashboards).glob("*.json"))}
+        rep.expect(cm["data"] == source, name,
+                   f"ConfigMap/{cm['metadata']['name']} differs from {args.dashboards}/*.json "
+                   "(regenerate: scripts/check-deploy.sh --write)")
+        for text in cm["data"].values():
+            json.loads(text)
+    for sm in by_kind(objs, "ServiceMonitor"):
+        job_label = sm["spec"].get("jobLabel")
+        hit = [s for s in by_kind(objs, "Service") if selects(sm["spec"]["selector"].get("matchLabels"), s["metadata"]["labels"])]
+        jobs = sorted(s["metadata"]["labels"].get(job_label, "") for s in hit)
+        rep.expect(jobs and all(j.startswith("herald-") for j in jobs), name,
+                   f"ServiceMonitor/{sm['metadata']['name']}: job labels {jobs} (HeraldServiceDown expects herald-*)")
+        ports = {p["name"] for s in hit for p in s["spec"]["ports"]}
+        for ep in sm["spec"]["endpoints"]:
+            rep.expect(ep.get("port") in ports, name, f"ServiceMonitor endpoint port {ep.get('port')!r} is not a Service port")
+    return toml
+
+
+def check_demo(toml, demo_path, rep):
+    demo = tomllib.loads(Path(demo_path).read_text()).get("destinations", {})
+    got = toml.get("destinations", {})
+    if not rep.expect(set(got) == set(demo), "example values",
+                      f"destinations {sorted(got)} != {demo_path}'s {sorted(demo)}"):
+        return
+    for d in demo:
+        a = {k: v for k, v in got[d].items() if k != "url"}
+        b = {k: v for k, v in demo[d].items() if k != "url"}
+        rep.expect(a == b, "example values", f"destination {d}: {a} != {demo_path}'s {b} (url aside)")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--render", action="append", required=True)
+    ap.add_argument("--demo-render", help="the render of the example values")
+    ap.add_argument("--demo", default="examples/demo.toml")
+    ap.add_argument("--crd", action="append", required=True)
+    ap.add_argument("--kafka-scaler", required=True, help="KEDA's pkg/scalers/kafka_scaler.go")
+    ap.add_argument("--k8s-version", action="append", required=True)
+    ap.add_argument("--herald", required=True)
+    ap.add_argument("--alerts", default="deploy/prometheus/alerts.yml")
+    ap.add_argument("--dashboards", default="deploy/grafana/dashboards")
+    ap.add_argument("--allow-keda-bootstrap", action="store_true")
+    args = ap.parse_args()
+
+    crds = schemas.CrdSchemas(args.crd)
+    kafka_keys = schemas.kafka_trigger_params(args.kafka_scaler)
+    rep = Report()
+    renders = list(args.render) + ([args.demo_render] if args.demo_render else [])
+    for r in renders:
+        n = len(rep.failures)
+        toml = check_render(r, args, crds, kafka_keys, rep)
+        if r == args.demo_render and toml is not None:
+            check_demo(toml, args.demo, rep)
+        objs = load_render(r)
+        status = "ok" if len(rep.failures) == n else "FAILED"
+        print(f"  {status}: {Path(r).name}: {len(objs)} objects "
+              f"({', '.join(sorted({o['kind'] for o in objs}))})")
+    for f in rep.failures:
+        print(f"  FAIL {f}", file=sys.stderr)
+    sys.exit(1 if rep.failures else 0)
+
+
+if __name__ == "__main__":
+    main()
