@@ -87,8 +87,15 @@ impl Plan {
             events,
             partitions: 3,
             produce_for: Duration::from_secs(150),
-            down_retention: Duration::from_secs(90),
-            down_for: Duration::from_secs(160),
+            // Longer than the outage is what matters (the `down` destination
+            // must outlive its topics' retention). 240 s rather than 90 s:
+            // records are dead-lettered as expired at 80% of retention, and
+            // the 20% left must cover what can stop an adapter meanwhile — a
+            // broker SIGKILL and restart takes 30-40 s on a loaded 2-core
+            // machine, so a 90 s retention (18 s left) lost records to it
+            // whatever the adapter did. Real retentions are hours to days.
+            down_retention: Duration::from_secs(240),
+            down_for: Duration::from_secs(260),
             router_kill_every: Duration::from_secs(12),
             adapter_kill_every: Duration::from_secs(7),
             broker_kills_at: vec![Duration::from_secs(40), Duration::from_secs(105)],
