@@ -88,16 +88,21 @@ async fn a_refused_commit_is_counted_and_asked_for_again() {
 
     let offsets = Arc::new(Mutex::new(OffsetTracker::default()));
     let metrics = AdapterMetrics::new();
-    let ours: Arc<StreamConsumer<AdapterContext>> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create_with_context(context(&config, offsets.clone(), metrics.clone()))
-            .unwrap(),
-    );
-    let committer =
-        Committer::start(ours.clone(), offsets.clone(), metrics.clone(), "d".into()).unwrap();
+    // An adapter-like client that is not in the group's generation.
+    let outsider = || {
+        let c: Arc<StreamConsumer<AdapterContext>> = Arc::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .create_with_context(context(&config, offsets.clone(), metrics.clone()))
+                .unwrap(),
+        );
+        let committer =
+            Committer::start(c.clone(), offsets.clone(), metrics.clone(), "d".into()).unwrap();
+        (c, committer)
+    };
+    let (ours, committer) = outsider();
     let tp: Tp = (topic.clone(), 0);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&topic, 0, Offset::Beginning)
@@ -132,17 +137,9 @@ async fn a_refused_commit_is_counted_and_asked_for_again() {
     // assign-only client defers its commits until it joins, which it never
     // does; a subscribed adapter re-joins. A fresh client stands in.)
     drop(member);
-    let fresh: Arc<StreamConsumer<AdapterContext>> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create_with_context(context(&config, offsets.clone(), metrics.clone()))
-            .unwrap(),
-    );
+    drop(committer);
+    let (fresh, mut committer) = outsider();
     fresh.assign(&tpl).unwrap();
-    let mut committer =
-        Committer::start(fresh.clone(), offsets.clone(), metrics.clone(), "d".into()).unwrap();
     committer.send(again);
     let deadline = Instant::now() + Duration::from_secs(60);
     let committed = loop {
