@@ -57,7 +57,8 @@ if [[ ! -x $HELM ]]; then
   say "installing helm $HELM_VERSION (go install; takes a few minutes the first time)"
   GOBIN="$TOOLS/helm-$HELM_VERSION" CGO_ENABLED=0 go install \
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || die "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION failed"
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$WORK/go-install.log" 2>&1 \
+    || { tail -n 30 "$WORK/go-install.log"; die "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION failed"; }
 fi
 VENV="$TOOLS/venv-kv$KUBERNETES_VALIDATE_VERSION"
 if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
