@@ -78,6 +78,8 @@ struct State {
     assigned_once: bool,
     /// When the ready queue was last scanned for expired records.
     expiry_scanned_at: i64,
+    /// When the loop's state was last logged (DEBUG).
+    state_logged_at: i64,
     watch: StallWatch,
 }
 
@@ -105,6 +107,7 @@ impl Driver<'_> {
             pending: 0,
             assigned_once: false,
             expiry_scanned_at: 0,
+            state_logged_at: 0,
             watch: StallWatch::new(STALL_AFTER),
         };
         let mut commit_tick = tokio::time::interval(self.config.adapter.commit_interval);
@@ -144,6 +147,10 @@ impl Driver<'_> {
                 }
                 _ = tokio::time::sleep(rate_wait.unwrap_or_default()), if rate_wait.is_some() => {}
                 _ = commit_tick.tick() => {
+                    if now_ms() - st.state_logged_at >= 5_000 {
+                        st.state_logged_at = now_ms();
+                        debug!(ready = st.sched.ready_len(), held = st.sched.held_len(), in_flight = st.in_flight, outcomes_pending = st.pending, circuit = ?st.breaker.state(), limit = st.adaptive.limit(), "Adapter loop state.");
+                    }
                     self.commit();
                     self.drain_expiring(&mut st);
                     if let Some(tp) = self.check_stalls(&mut st) {
