@@ -92,7 +92,10 @@ impl Driver<'_> {
         let (slot_tx, mut slot_rx) = mpsc::unbounded_channel::<SlotReport>();
         let (restored_tx, mut restored_rx) = mpsc::unbounded_channel::<Vec<Tp>>();
         let mut st = State {
-            sched: Scheduler::new((dc.concurrency * 4).max(64)),
+            // Back-pressure is a memory bound, not a pacing tool: every pause
+            // drops what librdkafka fetched for the partition, and the resume
+            // waits for the next fetch round trip.
+            sched: Scheduler::new((dc.concurrency * 64).max(1024)),
             breaker: Breaker::new(
                 dc.circuit.failure_threshold,
                 dc.circuit.cooldown,
@@ -201,12 +204,18 @@ impl Driver<'_> {
             return;
         }
         st.expiry_scanned_at = now;
+        // Near retention only matters while nothing can be attempted: with
+        // the circuit closed a received record is attempted soon, and its
+        // outcome (delivered, or a fresh retry record) is safe from
+        // retention. After an outage the backlog is delivered, not
+        // dead-lettered. A spent age budget ends the delivery either way.
+        let guard = open;
         let expiry = &self.expiry;
         let expired = st
             .sched
-            .take_ready_where(|r| expiring(expiry, r, now).is_some());
+            .take_ready_where(|r| expiring(expiry, r, now, guard).is_some());
         for Queued { item, .. } in expired {
-            let why = expiring(expiry, &item, now).unwrap_or_default();
+            let why = expiring(expiry, &item, now, guard).unwrap_or_default();
             self.spawn(st, item, Work::Expire(why), done);
         }
     }
@@ -418,10 +427,16 @@ fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
 }
 
 /// Why `r` must be dead-lettered as expired now, if it must.
-fn expiring(rule: &ExpiryRule, r: &Received, now: i64) -> Option<String> {
+/// (`retention_guard`: also when it waited so long that retention may soon
+/// delete it; otherwise only a spent age budget counts.)
+fn expiring(rule: &ExpiryRule, r: &Received, now: i64, retention_guard: bool) -> Option<String> {
     let d = r.delivery.as_ref().ok()?;
     let ts = r.msg.timestamp().to_millis().unwrap_or(now);
-    rule.why(r.msg.topic(), ts, d.routed_at, now)
+    if retention_guard {
+        rule.why(r.msg.topic(), ts, d.routed_at, now)
+    } else {
+        rule.budget_spent(d.routed_at, now)
+    }
 }
 
 async fn sleep_until_ms(due: Option<i64>) {

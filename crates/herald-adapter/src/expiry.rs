@@ -33,12 +33,8 @@ impl ExpiryRule {
     /// Why a record of `topic`, written at `record_ts`, of an event routed
     /// at `routed_at`, must expire now — or `None`.
     pub fn why(&self, topic: &str, record_ts: i64, routed_at: i64, now: i64) -> Option<String> {
-        if self.max_age_ms > 0 && now - routed_at > self.max_age_ms {
-            return Some(format!(
-                "age budget spent: routed {} s ago, max_age {} s",
-                (now - routed_at) / 1000,
-                self.max_age_ms / 1000
-            ));
+        if let Some(why) = self.budget_spent(routed_at, now) {
+            return Some(why);
         }
         let guard = *self.guard_ms.get(topic)?;
         (now - record_ts > guard).then(|| {
@@ -46,6 +42,18 @@ impl ExpiryRule {
                 "unprocessed for {} s in {topic}, close to its retention ({} s); dead-lettered before retention deletes it",
                 (now - record_ts) / 1000,
                 (guard as f64 / RETENTION_GUARD) as i64 / 1000
+            )
+        })
+    }
+
+    /// Why an event routed at `routed_at` has spent its age budget — or
+    /// `None`.
+    pub fn budget_spent(&self, routed_at: i64, now: i64) -> Option<String> {
+        (self.max_age_ms > 0 && now - routed_at > self.max_age_ms).then(|| {
+            format!(
+                "age budget spent: routed {} s ago, max_age {} s",
+                (now - routed_at) / 1000,
+                self.max_age_ms / 1000
             )
         })
     }
@@ -72,6 +80,11 @@ mod tests {
         r.set_retention("inf", -1);
         assert!(r.why("d", 0, 0, 60_000).is_none());
         assert!(r.why("d", 0, 0, 60_001).unwrap().contains("age budget"));
+        assert!(r.budget_spent(0, 60_001).is_some());
+        assert!(
+            r.budget_spent(50_000, 80_001).is_none(),
+            "retention is not a budget"
+        );
         // A young event in an old record: retention decides.
         assert!(r.why("d", 0, 50_000, 80_000).is_none());
         assert!(r.why("d", 0, 50_000, 80_001).unwrap().contains("retention"));

@@ -85,6 +85,12 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
         if let Some(instance) = &instance {
             cc.set("group.instance.id", instance);
         }
+        // A resumed partition (a tier record came due, the circuit closed)
+        // joins the next fetch request, which waits for the one in flight:
+        // with librdkafka's 500 ms default, every resume cost half a second.
+        if !config.kafka.client.contains_key("fetch.wait.max.ms") {
+            cc.set("fetch.wait.max.ms", "100");
+        }
         let consumer: StreamConsumer<AdapterContext> = cc
             .set("group.id", &group)
             .set("enable.auto.commit", "false")

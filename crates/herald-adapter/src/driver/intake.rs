@@ -152,7 +152,7 @@ impl Driver<'_> {
         // A tier record is only late once it is due.
         offsets.start(&tp, r.msg.offset(), written_at.max(due.unwrap_or(0)));
         drop(offsets);
-        let expiring = expiring(&self.expiry, &r, now).is_some();
+        let expiring = expiring(&self.expiry, &r, now, true).is_some();
         let held_before = st.sched.held_len();
         st.sched.push(Queued { tp, item: r }, due, expiring, now);
         let held = st.sched.held_len() - held_before;
