@@ -1,9 +1,9 @@
 //! When a delivery must stop waiting: its age budget (counted from when the
-//! router routed the event) is spent, or its record has waited so long that
-//! the topic's retention would soon delete it unseen. Such a record is
-//! dead-lettered as `expired` without an attempt — even while the circuit
-//! is open — so an outage longer than retention ends in the DLQ, not in
-//! silent loss.
+//! router routed the event) is spent, or — while the circuit is open, so
+//! nothing can be attempted — its record has waited so long that the
+//! topic's retention would soon delete it unseen. Such a record is
+//! dead-lettered as `expired` without an attempt, so an outage longer than
+//! retention ends in the DLQ, not in silent loss.
 
 use std::collections::HashMap;
 
