@@ -13,6 +13,7 @@
 //!   with reqwest at the destination's concurrency, in a loop — no Kafka.
 
 use anyhow::Context;
+use herald_core::batch::{BatchWindow, Step};
 use herald_core::config::Config;
 use herald_core::metrics::{BoundedLabel, RouterMetrics};
 use herald_core::signature::{signature_header, SigningKey};
@@ -104,11 +105,12 @@ fn copy_loop(config: &Config, transactional: bool, stop: &AtomicBool) -> anyhow:
         .set("statistics.interval.ms", "5000")
         .create()?;
     consumer.subscribe(&[&config.topics.input])?;
-    // The router's producer settings (every Herald writer shares them).
-    let mut pc = herald_core::kafka::producer_config(config);
-    pc.set("transaction.timeout.ms", "60000");
-    if transactional {
-        pc.set("transactional.id", format!("{}.copy", config.topics.prefix));
+    // The router's producer settings (every Herald writer shares them),
+    // transactional like the router's when `transactional`.
+    let copy_id = format!("{}.copy", config.topics.prefix);
+    let mut pc = herald_core::kafka::txn_producer_config(config, &copy_id);
+    if !transactional {
+        pc.remove("transactional.id");
     }
     let producer: ThreadedProducer<_> = pc.create()?;
     if transactional {
@@ -118,26 +120,21 @@ fn copy_loop(config: &Config, transactional: bool, stop: &AtomicBool) -> anyhow:
     let mut template: Option<Template> = None;
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.router.batch_max_records);
     while !stop.load(Ordering::Acquire) {
-        // The router's batching: up to batch_max_records, or batch_max_wait
-        // after the first record.
+        // The router's batching (herald_core::batch): what is ready, up
+        // to batch_max_records, for at most batch_max_wait.
         batch.clear();
-        let mut deadline = None;
-        while batch.len() < config.router.batch_max_records {
-            let timeout = match deadline {
-                None => Duration::from_millis(200),
-                Some(d) => d - Instant::now().min(d),
-            };
+        let mut window = BatchWindow::new(
+            config.router.batch_max_records,
+            config.router.batch_max_wait,
+        );
+        while let Step::Poll(timeout) = window.next(Instant::now()) {
             match consumer.poll(timeout) {
                 Some(Ok(m)) => {
                     batch.push(m.detach());
-                    deadline.get_or_insert_with(|| Instant::now() + config.router.batch_max_wait);
+                    window.took(Instant::now());
                 }
                 Some(Err(e)) => eprintln!("copy: consumer error: {e}"),
-                None if deadline.is_none() => break,
-                None => {}
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
+                None => break,
             }
         }
         if batch.is_empty() {

@@ -171,14 +171,15 @@ impl Default for TopicsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouterConfig {
-    /// A transaction closes after this many input records… Each commit
-    /// has a fixed cost (broker round trips, a marker on every partition
-    /// written), so small batches cap throughput; at low rates
-    /// `batch_max_wait` closes the batch first, so this bound only matters
-    /// under load (see docs/benchmarks.md).
+    /// A transaction closes as soon as the input has nothing more ready,
+    /// or after this many input records… Each commit has a fixed cost
+    /// (broker round trips, a marker on every partition written); under
+    /// load records queue up while one commits, so batches grow by
+    /// themselves and this bound caps them (see `herald_core::batch` and
+    /// docs/benchmarks.md).
     #[serde(default = "default_batch_records")]
     pub batch_max_records: usize,
-    /// …or after this long, whichever comes first.
+    /// …or this long after its first record, whichever comes first.
     #[serde(default = "default_batch_wait", with = "serde_duration")]
     pub batch_max_wait: Duration,
     /// `transactional.id` of this router instance. Defaults to

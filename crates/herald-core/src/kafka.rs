@@ -33,6 +33,31 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     c
 }
 
+/// The router's transactional producer (and the benchmark's raw
+/// transactional copy, which must match it): [`producer_config`] plus the
+/// transaction settings.
+pub fn txn_producer_config(config: &Config, transactional_id: &str) -> ClientConfig {
+    let mut cfg = producer_config(config);
+    cfg.set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", "60000");
+    // The client's own limit must admit what router.max_event_bytes lets
+    // through (librdkafka's default is 1 000 000 bytes).
+    if !config.kafka.client.contains_key("message.max.bytes") {
+        let limit = (config.router.max_event_bytes + 64 * 1024).max(1_000_000);
+        cfg.set("message.max.bytes", limit.to_string());
+    }
+    // Batches close as soon as the input runs dry (crate::batch), so a
+    // transaction often begins while the coordinator is still writing the
+    // last one's markers; the broker answers CONCURRENT_TRANSACTIONS and
+    // librdkafka retries after retry.backoff.ms (100 ms by default, growing
+    // up to retry.backoff.max.ms). A short first backoff keeps that wait to
+    // a few ms; repeated failures still back off exponentially.
+    if !config.kafka.client.contains_key("retry.backoff.ms") {
+        cfg.set("retry.backoff.ms", "5");
+    }
+    cfg
+}
+
 /// The value of header `name` as UTF-8, if present.
 pub fn header_str<'a, M: Message>(msg: &'a M, name: &str) -> Option<&'a str> {
     let h = msg.headers()?;

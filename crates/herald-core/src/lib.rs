@@ -9,6 +9,7 @@
 //! logging ([`telemetry`]) and distributed tracing ([`otel`]).
 
 pub mod admin;
+pub mod batch;
 pub mod classify;
 pub mod codec;
 pub mod config;

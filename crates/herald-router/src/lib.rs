@@ -21,6 +21,7 @@ pub use route::{route_record, route_record_settled, Output, Settled};
 use context::RouterContext;
 use dedupe::Dedupe;
 use herald_core::admin::{self, Readiness};
+use herald_core::batch::{BatchWindow, Step};
 use herald_core::config::Config;
 use herald_core::kafka::client_config;
 use herald_core::metrics::{BoundedLabel, RouterMetrics};
@@ -347,27 +348,26 @@ fn idle_poll(consumer: &Consumer_, d: Duration) {
     }
 }
 
-/// Fills `batch` up to `batch_max_records` or `batch_max_wait`. `false`
-/// when there is nothing to route: no record came, or the assignment
-/// changed meanwhile (the records, possibly of revoked partitions, are
-/// dropped and their partitions rewound).
+/// Fills `batch` by [`BatchWindow`]'s rule: what is ready, up to
+/// `batch_max_records`, for at most `batch_max_wait`. `false` when there is
+/// nothing to route: no record came, or the assignment changed meanwhile
+/// (the records, possibly of revoked partitions, are dropped and their
+/// partitions rewound).
 fn collect(config: &Config, consumer: &Consumer_, batch: &mut Vec<OwnedMessage>) -> bool {
     let rebalances = || consumer.context().rebalances.load(Ordering::Acquire);
     let epoch = rebalances();
-    let mut deadline = None;
-    while batch.len() < config.router.batch_max_records {
-        let timeout = match deadline {
-            None => Duration::from_millis(200),
-            Some(d) => d - Instant::now().min(d),
-        };
+    let mut window = BatchWindow::new(
+        config.router.batch_max_records,
+        config.router.batch_max_wait,
+    );
+    while let Step::Poll(timeout) = window.next(Instant::now()) {
         match consumer.poll(timeout) {
             Some(Ok(m)) => {
                 batch.push(m.detach());
-                deadline.get_or_insert_with(|| Instant::now() + config.router.batch_max_wait);
+                window.took(Instant::now());
             }
             Some(Err(e)) => warn!(error = %e, "Consumer error while polling the input topic."),
-            None if deadline.is_none() => break,
-            None => {}
+            None => break,
         }
         if rebalances() != epoch {
             if !batch.is_empty() {
@@ -379,9 +379,6 @@ fn collect(config: &Config, consumer: &Consumer_, batch: &mut Vec<OwnedMessage>)
                 batch.clear();
             }
             return false;
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
         }
     }
     !batch.is_empty()

@@ -9,7 +9,7 @@
 //! `max.message.bytes`) names the record to settle to the invalid topic.
 
 use herald_core::config::Config;
-use herald_core::kafka::producer_config;
+use herald_core::kafka::txn_producer_config;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -99,15 +99,7 @@ pub struct Txn {
 
 impl Txn {
     pub fn new(config: &Config, id: String) -> Self {
-        let mut cfg = producer_config(config);
-        cfg.set("transactional.id", &id)
-            .set("transaction.timeout.ms", "60000");
-        // The client's own limit must admit what router.max_event_bytes lets
-        // through (librdkafka's default is 1 000 000 bytes).
-        if !config.kafka.client.contains_key("message.max.bytes") {
-            let limit = (config.router.max_event_bytes + 64 * 1024).max(1_000_000);
-            cfg.set("message.max.bytes", limit.to_string());
-        }
+        let cfg = txn_producer_config(config, &id);
         Self {
             cfg,
             id,
