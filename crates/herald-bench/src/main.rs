@@ -366,7 +366,7 @@ fn settings() -> BTreeMap<&'static str, String> {
     m.insert("router batching", {
         let r = herald_core::config::RouterConfig::default();
         format!(
-            "defaults: {} records or {} ms per transaction",
+            "defaults: a transaction closes when the input has nothing more ready, at {} records, or {} ms after its first record",
             r.batch_max_records,
             r.batch_max_wait.as_millis()
         )
