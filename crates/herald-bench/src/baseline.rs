@@ -125,6 +125,7 @@ fn copy_loop(config: &Config, transactional: bool, stop: &AtomicBool) -> anyhow:
         batch.clear();
         let mut window = BatchWindow::new(
             config.router.batch_max_records,
+            config.router.batch_linger,
             config.router.batch_max_wait,
         );
         while let Step::Poll(timeout) = window.next(Instant::now()) {
@@ -134,7 +135,8 @@ fn copy_loop(config: &Config, transactional: bool, stop: &AtomicBool) -> anyhow:
                     window.took(Instant::now());
                 }
                 Some(Err(e)) => eprintln!("copy: consumer error: {e}"),
-                None => break,
+                None if window.closes_when_dry(Instant::now()) => break,
+                None => {}
             }
         }
         if batch.is_empty() {

@@ -358,6 +358,7 @@ fn collect(config: &Config, consumer: &Consumer_, batch: &mut Vec<OwnedMessage>)
     let epoch = rebalances();
     let mut window = BatchWindow::new(
         config.router.batch_max_records,
+        config.router.batch_linger,
         config.router.batch_max_wait,
     );
     while let Step::Poll(timeout) = window.next(Instant::now()) {
@@ -367,7 +368,8 @@ fn collect(config: &Config, consumer: &Consumer_, batch: &mut Vec<OwnedMessage>)
                 window.took(Instant::now());
             }
             Some(Err(e)) => warn!(error = %e, "Consumer error while polling the input topic."),
-            None => break,
+            None if window.closes_when_dry(Instant::now()) => break,
+            None => {}
         }
         if rebalances() != epoch {
             if !batch.is_empty() {
