@@ -14,12 +14,12 @@ use crate::delivery::{self, Deliverer, Received, Slot, SlotReport, Work};
 use crate::expiry::ExpiryRule;
 use crate::ledger::Ledger;
 use crate::offsets::Tp;
-use crate::ratelimit::TokenBucket;
 use crate::scheduler::{Queued, Scheduler};
 use crate::stall::{StallWatch, STALL_AFTER};
 use herald_core::admin::Readiness;
 use herald_core::config::{Config, DestinationConfig};
 use herald_core::lagprobe::LagView;
+use herald_core::ratelimit::TokenBucket;
 use herald_core::time::now_ms;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -102,10 +102,7 @@ impl Driver<'_> {
                 dc.circuit.max_cooldown,
             ),
             adaptive: Adaptive::new(dc.concurrency, dc.adaptive_concurrency),
-            bucket: dc.rate_limit.as_ref().map(|rl| {
-                let burst = rl.burst.unwrap_or(rl.per_second.ceil() as u32);
-                TokenBucket::new(rl.per_second, burst, now_ms())
-            }),
+            bucket: dc.rate_limit.as_ref().map(|rl| rl.bucket(now_ms())),
             in_flight: 0,
             pending: 0,
             assigned_once: false,

@@ -29,7 +29,6 @@ pub mod kinds;
 mod ledger;
 mod offsets;
 pub mod outcome;
-mod ratelimit;
 mod scheduler;
 mod stall;
 mod writer;

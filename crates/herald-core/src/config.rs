@@ -5,7 +5,7 @@
 
 use crate::retry::RetryPolicy;
 use crate::routing::RouteConfig;
-use crate::time::{serde_duration, serde_durations};
+use crate::time::{serde_duration, serde_durations, serde_opt_duration};
 use crate::topics::{is_valid_name, TopicNames};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,7 +31,7 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -53,6 +53,13 @@ pub struct Config {
     /// group, retry ladder and DLQ.
     #[serde(default)]
     pub destinations: BTreeMap<String, DestinationConfig>,
+    /// The inbound gateway's HTTP server (`herald-gateway`).
+    #[serde(default)]
+    pub gateway: crate::sources::GatewayConfig,
+    /// Inbound webhook sources by name (`[a-z0-9-]`), served by
+    /// `herald-gateway` at `POST /webhooks/<name>`.
+    #[serde(default)]
+    pub sources: BTreeMap<String, crate::sources::SourceConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -115,23 +122,6 @@ impl TopicsConfig {
     /// `ledger_retention`, or `retention` when unset.
     pub fn ledger_retention(&self) -> Duration {
         self.ledger_retention.unwrap_or(self.retention)
-    }
-}
-
-/// An optional duration (`"7d"`), absent when not configured.
-mod serde_opt_duration {
-    use serde::{Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        crate::time::serde_duration::deserialize(d).map(Some)
-    }
-
-    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => crate::time::serde_duration::serialize(v, s),
-            None => s.serialize_none(),
-        }
     }
 }
 
@@ -397,6 +387,14 @@ pub struct RateLimitConfig {
     /// second's worth).
     #[serde(default)]
     pub burst: Option<u32>,
+}
+
+impl RateLimitConfig {
+    /// A full bucket for this limit.
+    pub fn bucket(&self, now_ms: i64) -> crate::ratelimit::TokenBucket {
+        let burst = self.burst.unwrap_or(self.per_second.ceil() as u32);
+        crate::ratelimit::TokenBucket::new(self.per_second, burst, now_ms)
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -678,6 +676,7 @@ impl Config {
             }
             d.route.validate(&key("route"))?;
         }
+        crate::sources::validate(&self.gateway, &self.sources, &self.topics.input)?;
         Ok(())
     }
 

@@ -297,6 +297,37 @@ pub fn attempt_span<M: Message>(m: &M, group: &str, destination: &str) -> Span {
     span
 }
 
+/// The gateway's span for one inbound request: a server span that continues
+/// the provider's `traceparent` when it sent one, else starts a trace.
+/// Records written under it carry its context ([`outgoing`]).
+pub fn inbound_span(source: &str, incoming: Option<&TraceHeaders>) -> Span {
+    let span = if enabled() {
+        info_span!(
+            "inbound",
+            otel.name = format!("POST /webhooks/{source}"),
+            otel.kind = "server",
+            source,
+            event_id = Empty,
+            trace_id = Empty,
+        )
+    } else {
+        info_span!("inbound", source, event_id = Empty, trace_id = Empty)
+    };
+    if enabled() && !span.is_disabled() {
+        let _ = span.set_parent(incoming.map(TraceHeaders::context).unwrap_or_default());
+        span.set_attribute("http.request.method", "POST");
+        span.set_attribute("http.route", "/webhooks/{source}");
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            span.record("trace_id", tracing::field::display(sc.trace_id()));
+        }
+    } else if let Some(id) = incoming.and_then(TraceHeaders::trace_id) {
+        span.record("trace_id", id);
+    }
+    span
+}
+
 /// Records which event `span` (a route or attempt span) is about.
 pub fn record_event(span: &Span, event_id: &str, attempt: Option<i32>) {
     span.record("event_id", event_id);

@@ -36,6 +36,11 @@ impl SigningKey {
             .map_err(|_| SignatureError::BadBase64)
     }
 
+    /// The key's bytes (for verifiers that run their own HMAC).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// `v1,<base64 signature>`.
     pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key size");

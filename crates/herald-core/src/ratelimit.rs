@@ -1,6 +1,7 @@
-//! A token bucket limiting requests per second to one destination, per
-//! adapter process. SaaS APIs publish such limits; staying under them is
-//! cheaper than collecting 429s.
+//! A token bucket: requests per second to one destination per adapter
+//! process (SaaS APIs publish such limits; staying under them is cheaper
+//! than collecting 429s), and requests per second from one inbound source
+//! per gateway process.
 
 use std::time::Duration;
 

@@ -13,6 +13,9 @@ use prometheus::{
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+mod gateway;
+pub use gateway::{GatewayMetrics, GATEWAY_OUTCOMES, SIGNATURE_FAILURES};
+
 /// Label value used once a bounded label has seen its maximum of values.
 pub const OTHER: &str = "other";
 
@@ -44,19 +47,19 @@ impl BoundedLabel {
     }
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
 }
 
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(crate) fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
 }
 
-fn histogram(
+pub(crate) fn histogram(
     r: &Registry,
     name: &str,
     help: &str,
@@ -70,7 +73,7 @@ fn histogram(
 }
 
 /// Seconds, 1 ms to ~65 s.
-fn latency_buckets() -> Vec<f64> {
+pub(crate) fn latency_buckets() -> Vec<f64> {
     exponential_buckets(0.001, 2.0, 17).expect("valid buckets")
 }
 
@@ -595,7 +598,14 @@ mod tests {
                 let n = fam.name();
                 assert!(n.starts_with("herald_"), "{n}");
                 // `_state`: an enumerated gauge (circuit state), documented values.
-                let unit = ["_seconds", "_offsets", "_records", "_deliveries", "_state"];
+                let unit = [
+                    "_seconds",
+                    "_offsets",
+                    "_records",
+                    "_deliveries",
+                    "_requests",
+                    "_state",
+                ];
                 match fam.get_field_type() {
                     MetricType::COUNTER => {
                         assert!(n.ends_with("_total"), "{n}: counters end in _total")
@@ -727,7 +737,9 @@ mod tests {
             gauge(g);
         }
         lag(adapter_lag);
-        vec![r.registry, a.registry]
+        let g = GatewayMetrics::new(["s"]);
+        g.signature_keys.with_label_values(&["s", "0"]).inc();
+        vec![r.registry, a.registry, g.registry]
     }
 
     /// (name, type, sorted labels) of every metric the services export.
@@ -754,7 +766,7 @@ mod tests {
 
     /// Rows of the table in docs/metrics.md: `| `name` | type | `a`, `b` | meaning |`.
     fn documented() -> BTreeSet<(String, String, Vec<String>)> {
-        let doc = include_str!("../../../docs/metrics.md");
+        let doc = include_str!("../../../../docs/metrics.md");
         let mut out = BTreeSet::new();
         for line in doc.lines() {
             let cells: Vec<&str> = line
