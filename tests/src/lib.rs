@@ -22,6 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod services;
+pub use services::{own_kafka, python, StopKafka};
+
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,6 +84,8 @@ pub fn bin(name: &str) -> PathBuf {
                 "herald-cli",
                 "-p",
                 "herald-devtools",
+                "-p",
+                "herald-gateway",
             ])
             .current_dir(repo_root())
             .status()
@@ -139,6 +144,7 @@ pub struct Pipeline {
     pub config: Config,
     router: Option<Child>,
     adapters: HashMap<String, Child>,
+    gateway: Option<Child>,
     logs: Vec<PathBuf>,
     /// Extra environment for the services started from now on (e.g.
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`); later entries win, `RUST_LOG` included.
@@ -216,6 +222,7 @@ shutdown_grace = "5s"
             config,
             router: None,
             adapters: HashMap::new(),
+            gateway: None,
             logs: Vec::new(),
             env: Vec::new(),
             args: Vec::new(),
@@ -467,41 +474,44 @@ impl Pipeline {
     /// (service = the destination's name), read from the "Serving /metrics"
     /// line it logs (the test config listens on port 0).
     pub async fn admin_addr(&self, service: &str) -> std::net::SocketAddr {
-        let label = if service == "router" {
-            "herald-router".to_string()
-        } else {
-            format!("herald-adapter-{service}")
+        let label = match service {
+            "router" => "herald-router".to_string(),
+            "gateway" => "herald-gateway".to_string(),
+            _ => format!("herald-adapter-{service}"),
         };
+        self.logged_addr(&label, "Serving /metrics").await
+    }
+
+    /// The `127.0.0.1:<port>` on the first line containing `marker` in the
+    /// most recent log of service `label`, waiting for it to appear.
+    pub(crate) async fn logged_addr(&self, label: &str, marker: &str) -> std::net::SocketAddr {
         let log = self
             .logs
             .iter()
             .rev()
             .find(|p| {
                 let file = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
-                file.strip_prefix(label.as_str()).is_some_and(|rest| {
+                file.strip_prefix(label).is_some_and(|rest| {
                     rest.starts_with('-')
                         && rest[1..].trim_end_matches(".log").parse::<usize>().is_ok()
                 })
             })
-            .unwrap_or_else(|| panic!("{service} was not started"))
+            .unwrap_or_else(|| panic!("{label} was not started"))
             .clone();
         let mut found = None;
         wait_until(
-            &format!("{service} logs its admin address"),
+            &format!("{label} logs `{marker}` with its address"),
             Duration::from_secs(30),
             || {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
-                found = text
-                    .lines()
-                    .filter(|l| l.contains("Serving /metrics"))
-                    .find_map(|l| {
-                        let at = l.find("127.0.0.1:")?;
-                        let port: String = l[at + "127.0.0.1:".len()..]
-                            .chars()
-                            .take_while(char::is_ascii_digit)
-                            .collect();
-                        format!("127.0.0.1:{port}").parse().ok()
-                    });
+                found = text.lines().filter(|l| l.contains(marker)).find_map(|l| {
+                    let at = l.find("127.0.0.1:")?;
+                    let port: String = l[at + "127.0.0.1:".len()..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    format!("127.0.0.1:{port}").parse().ok()
+                });
                 found.is_some()
             },
         )
@@ -544,6 +554,9 @@ impl Drop for Pipeline {
             terminate(&mut c);
         }
         for (_, mut c) in self.adapters.drain() {
+            terminate(&mut c);
+        }
+        if let Some(mut c) = self.gateway.take() {
             terminate(&mut c);
         }
         if std::thread::panicking() {

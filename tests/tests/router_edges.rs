@@ -9,7 +9,7 @@ use herald_core::config::Config;
 use herald_core::envelope::Delivery;
 use herald_core::headers as h;
 use herald_core::kafka::{apply_topics, client_config, topic_plan};
-use herald_e2e::{bin, header, wait_until, Dest, Pipeline};
+use herald_e2e::{bin, header, own_kafka, wait_until, Dest, Pipeline, StopKafka};
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::Message;
@@ -578,20 +578,6 @@ async fn dedupe_restore_reads_only_the_window_and_still_drops_copies() {
     assert!(!log.contains("Could not restore dedupe state"), "{log}");
 }
 
-/// `scripts/kafka.sh <cmd>` on a broker of its own (data dir `dir`).
-fn own_kafka(dir: &Path, cmd: &str) -> String {
-    let out = Command::new(herald_e2e::repo_root().join("scripts/kafka.sh"))
-        .arg(cmd)
-        .env("HERALD_KAFKA_DIR", dir)
-        .env("HERALD_KAFKA_HEAP", "-Xms128m -Xmx512m")
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("running kafka.sh");
-    assert!(out.status.success(), "kafka.sh {cmd} failed");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Whether the router's /readyz answers 200.
 async fn ready(addr: &str) -> bool {
     match reqwest::get(format!("http://{addr}/readyz")).await {
@@ -796,17 +782,4 @@ fn broker_diagnostics(dir: &Path, addr: &str, txn_id: &str, group: &str) -> Stri
         ),
     ]
     .join("\n")
-}
-
-/// Stops the test's own broker, pass or fail.
-struct StopKafka(PathBuf);
-
-impl Drop for StopKafka {
-    fn drop(&mut self) {
-        let _ = Command::new(herald_e2e::repo_root().join("scripts/kafka.sh"))
-            .arg("stop")
-            .env("HERALD_KAFKA_DIR", &self.0)
-            .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-            .status();
-    }
 }

@@ -35,6 +35,7 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
 }
 
 struct Request<'a, H: HeaderLookup> {
+    src: &'a ResolvedSource,
     headers: &'a H,
     body: Option<serde_json::Value>,
 }
@@ -42,9 +43,7 @@ struct Request<'a, H: HeaderLookup> {
 impl<H: HeaderLookup> Request<'_, H> {
     fn field(&self, f: &Field) -> Option<String> {
         match f {
-            Field::Header(name) => self
-                .headers
-                .get(name)
+            Field::Header(name) => crate::verify::header(&self.src.scheme, self.headers, name)
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
                 .map(str::to_string),
@@ -67,6 +66,7 @@ pub fn record(
         .err()
         .map(|e| format!("body is not JSON: {e}"));
     let req = Request {
+        src,
         headers,
         body: parsed.ok(),
     };

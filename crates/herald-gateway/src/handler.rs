@@ -252,31 +252,39 @@ async fn process(
     if let Some(k) = &rec.key {
         record = record.key(k.as_str());
     }
-    match g
-        .producer
-        .send(record, Timeout::After(g.limits.ack_timeout))
-        .await
-    {
-        Ok(_) => Answer {
-            status: StatusCode::OK,
-            outcome: "accepted",
-            body: serde_json::json!({ "accepted": true, "id": rec.id }).to_string(),
-            retry_after: None,
-        },
-        Err((e, _)) => {
-            warn!(
-                source = name,
-                error = %e,
-                "Kafka did not acknowledge the record; answering 503 so the provider retries."
-            );
-            Answer::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the event log is unavailable; retry later",
-            )
-            .retry_after(g.limits.retry_after)
+    // librdkafka's message.timeout.ms does not bound a record already sent
+    // to a broker that then died (the idempotent producer waits for the
+    // connection to fail), so the wait is bounded here too. A record that
+    // lands after the 503 is a copy when the provider retries; the router's
+    // dedupe window drops it.
+    let sent = tokio::time::timeout(
+        g.limits.ack_timeout,
+        g.producer
+            .send(record, Timeout::After(g.limits.ack_timeout)),
+    )
+    .await;
+    let error = match sent {
+        Ok(Ok(_)) => {
+            return Answer {
+                status: StatusCode::OK,
+                outcome: "accepted",
+                body: serde_json::json!({ "accepted": true, "id": rec.id }).to_string(),
+                retry_after: None,
+            }
         }
-    }
+        Ok(Err((e, _))) => e.to_string(),
+        Err(_) => "no acknowledgement within gateway.ack_timeout".to_string(),
+    };
+    warn!(
+        source = name,
+        error, "Kafka did not acknowledge the record; answering 503 so the provider retries."
+    );
+    Answer::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the event log is unavailable; retry later",
+    )
+    .retry_after(g.limits.retry_after)
 }
 
 fn too_large(max: usize) -> Answer {

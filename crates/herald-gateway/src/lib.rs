@@ -52,6 +52,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "config key `sources`: no [sources.<name>] configured; the gateway has nothing to serve"
         );
     }
+    info!(
+        sources = config.sources.len(),
+        input = config.topics.input.as_str(),
+        "Starting the gateway."
+    );
     let mut sources = HashMap::new();
     for (name, s) in &config.sources {
         let resolved = s.resolve(name, &config.topics.input)?;
@@ -70,6 +75,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let limits = config.gateway.clone();
+    let metrics = GatewayMetrics::new(config.sources.keys().map(String::as_str));
+    let ready = Readiness::default();
+    let addr = admin::serve(
+        &limits.admin_listen,
+        metrics.registry.clone(),
+        ready.clone(),
+    )
+    .await?;
+    info!(%addr, "Serving /metrics, /healthz and /readyz.");
+    let listener = tokio::net::TcpListener::bind(&limits.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (gateway.listen): {e}", limits.listen))?;
+    let public = listener.local_addr()?;
+    info!(
+        addr = %public,
+        sources = ?sources.keys().collect::<Vec<_>>(),
+        "Serving POST /webhooks/<source>."
+    );
     let mut pc = producer_config(&config);
     pc.set(
         "message.timeout.ms",
@@ -83,22 +106,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .to_string(),
         );
     }
-    let producer: FutureProducer = pc
-        .create()
+    // After the start-up lines: the first log event after creating the
+    // client was seen going missing (rdkafka logs through the `log` crate
+    // while it sets up; not understood), and tests read the addresses from
+    // these lines.
+    let producer: FutureProducer = tokio::task::spawn_blocking(move || pc.create())
+        .await?
         .map_err(|e| anyhow::anyhow!("cannot create the Kafka producer: {e}"))?;
-    let metrics = GatewayMetrics::new(config.sources.keys().map(String::as_str));
-    let ready = Readiness::default();
-    let admin_addr = admin::serve(
-        &limits.admin_listen,
-        metrics.registry.clone(),
-        ready.clone(),
-    )
-    .await?;
-    info!(addr = %admin_addr, "Serving /metrics, /healthz and /readyz.");
-    let listener = tokio::net::TcpListener::bind(&limits.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (gateway.listen): {e}", limits.listen))?;
-    let addr = listener.local_addr()?;
     let topics: Vec<String> = sources.values().map(|s| s.resolved.topic.clone()).collect();
     let gateway = Arc::new(Gateway {
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
@@ -107,11 +121,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         limits,
     });
-    info!(
-        %addr,
-        sources = ?gateway.sources.keys().collect::<Vec<_>>(),
-        "Serving POST /webhooks/<source>."
-    );
     // Ready once Kafka has answered for every target topic; requests before
     // that are still served (and get 503 if Kafka stays away).
     {

@@ -48,7 +48,11 @@ impl HeaderLookup for axum::http::HeaderMap {
 }
 
 /// Reads `name`, or its alias (`webhook-x` → `svix-x`) when absent.
-fn header<'a>(spec: &SchemeSpec, h: &'a impl HeaderLookup, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(
+    spec: &SchemeSpec,
+    h: &'a impl HeaderLookup,
+    name: &str,
+) -> Option<&'a str> {
     h.get(name).or_else(|| {
         let (from, to) = spec.alias_prefix.as_ref()?;
         h.get(&format!("{to}{}", name.strip_prefix(from.as_str())?))
