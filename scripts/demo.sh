@@ -58,6 +58,7 @@ export HERALD__DESTINATIONS__SLACK__URL="http://127.0.0.1:$SINK_PORT/slack"
 export HERALD__DESTINATIONS__HUBSPOT__URL="http://127.0.0.1:$SINK_PORT/hubspot"
 # A demo signing secret; real deployments reference theirs with env:/file:.
 export HERALD_DEMO_SECRET="whsec_ZGVtby1zZWNyZXQtZm9yLWhlcmFsZC1kZW1vIQ=="
+export STRIPE_WEBHOOK_SECRET="whsec_demo_stripe_endpoint_secret"
 
 "$BIN/herald" config check
 "$BIN/herald" topics apply | tail -n 1
@@ -77,7 +78,11 @@ for dest in warehouse slack hubspot; do
 done
 
 # Wait until the router and adapters report ready.
-for port in 9464 9465 9466 9467; do
+say "starting the inbound gateway (Stripe webhooks on 127.0.0.1:8088, metrics on 9468)"
+"$BIN/herald-gateway" >"$LOGS/gateway.log" 2>&1 &
+pids+=($!)
+
+for port in 9464 9465 9466 9467 9468; do
   for _ in $(seq 1 120); do
     if curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
     sleep 0.5
@@ -89,8 +94,14 @@ say "producing $RATE sample events/s (subscription.*, payment.*, user.*, invoice
 "$BIN/herald" produce --rate "$RATE" --forever >"$LOGS/produce.log" 2>&1 &
 pids+=($!)
 
+INBOUND_RATE=${DEMO_INBOUND_RATE:-5}
+say "playing Stripe: $INBOUND_RATE signed webhooks/s into the gateway, 10% delivered twice (routed once)"
+"$BIN/herald-demo-provider" --rate "$INBOUND_RATE" >"$LOGS/provider.log" 2>&1 &
+pids+=($!)
+
 say "live counts per destination (Ctrl-C to stop). Try meanwhile:"
 say "  curl -s 127.0.0.1:9467/metrics | grep herald_adapter_attempts_total"
+say "  curl -s 127.0.0.1:9468/metrics | grep herald_gateway_requests_total   # inbound"
 say "  HERALD_CONFIG=examples/demo.toml HERALD__KAFKA__BOOTSTRAP_SERVERS=$BOOTSTRAP target/debug/herald dlq list -d hubspot"
 watch_args=(watch --from-now --interval 3s)
 if [[ -n ${DEMO_DURATION:-} ]]; then

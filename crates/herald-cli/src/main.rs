@@ -1,6 +1,7 @@
 //! `herald`: the operator CLI. Human-readable output by default, `--json`
 //! for scripts, non-zero exit codes on failure.
 
+mod check;
 mod dlq;
 mod produce;
 mod watch;
@@ -9,7 +10,6 @@ use clap::{Parser, Subcommand};
 use herald_core::config::Config;
 use herald_core::kafka::{apply_topics, topic_plan, TopicResult};
 use herald_core::telemetry::{init_logging, LogFormat};
-use herald_core::time::compact_duration;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -83,7 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config(ConfigCmd::Check) => {
             config.check_secrets(None)?;
-            config_check(&config, cli.json)
+            check::config_check(&config, cli.json)
         }
         Command::Topics(TopicsCmd::Apply { dry_run }) => {
             topics_apply(&config, dry_run, cli.json).await
@@ -92,88 +92,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(cmd) => dlq::run(&config, cmd, cli.json).await,
         Command::Watch(args) => watch::run(&config, args, cli.json).await,
     }
-}
-
-fn config_check(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let names = config.topic_names();
-    if json {
-        let dests: serde_json::Map<_, _> = config
-            .destinations
-            .iter()
-            .map(|(n, d)| {
-                (
-                    n.clone(),
-                    serde_json::json!({
-                        "kind": d.kind,
-                        "topic": names.dest(n),
-                        "retry_topics": d.retry.tiers.iter().map(|t| names.retry(n, *t)).collect::<Vec<_>>(),
-                        "dlq": names.dlq(n),
-                        "max_attempts": d.retry.policy().max_attempts,
-                        "concurrency": d.concurrency,
-                        "event_types": d.route.event_types,
-                        "signed": d.secret.is_some(),
-                    }),
-                )
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"ok": true, "bootstrap_servers": config.kafka.bootstrap_servers, "input": config.topics.input, "destinations": dests})
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("config OK");
-    println!("  kafka:  {}", config.kafka.bootstrap_servers);
-    println!(
-        "  input:  {} (router group {})",
-        config.topics.input,
-        names.router_group()
-    );
-    if config.destinations.is_empty() {
-        println!("  warning: no destinations configured; every event will be unrouted");
-    }
-    for (n, d) in &config.destinations {
-        let p = d.retry.policy();
-        println!(
-            "  destination {n} ({:?}, concurrency {}, timeout {})",
-            d.kind,
-            d.concurrency,
-            compact_duration(d.timeout)
-        );
-        println!(
-            "    events:  types {:?}{}",
-            d.route.event_types,
-            if d.route.tenants.is_empty() {
-                String::new()
-            } else {
-                format!(", tenants {:?}", d.route.tenants)
-            }
-        );
-        println!(
-            "    retries: {} attempts over tiers [{}], max age {}",
-            p.max_attempts,
-            p.tiers
-                .iter()
-                .map(|t| compact_duration(*t))
-                .collect::<Vec<_>>()
-                .join(", "),
-            compact_duration(p.max_age)
-        );
-        println!(
-            "    topics:  {} → retry.* → {}",
-            names.dest(n),
-            names.dlq(n)
-        );
-        println!(
-            "    signing: {}",
-            if d.secret.is_some() {
-                "Standard Webhooks (secret set)"
-            } else {
-                "off (no secret)"
-            }
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn topics_apply(config: &Config, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {

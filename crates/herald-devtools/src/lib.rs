@@ -6,6 +6,7 @@
 //! against a server they control.
 
 mod behaviour;
+pub mod provider;
 mod sink;
 mod stats;
 
