@@ -11,6 +11,8 @@
 //!   (at-least-once).
 //! - `http-loop`: POST the same signed CloudEvents bodies the adapter sends,
 //!   with reqwest at the destination's concurrency, in a loop — no Kafka.
+//! - `raw-gateway` ([`crate::raw_gateway`]): an HTTP route that only writes
+//!   each request body to Kafka and answers after the acknowledgement.
 
 use anyhow::Context;
 use herald_core::batch::{BatchWindow, Step};
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {

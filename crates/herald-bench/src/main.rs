@@ -12,6 +12,7 @@
 mod baseline;
 mod ctx;
 mod procs;
+mod raw_gateway;
 mod report;
 mod scenarios;
 mod sink;
@@ -26,7 +27,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCENARIOS: [&str; 5] = ["broker", "router", "adapter", "latency", "isolation"];
+const SCENARIOS: [&str; 6] = [
+    "broker",
+    "router",
+    "adapter",
+    "latency",
+    "isolation",
+    "gateway",
+];
 
 /// Benchmarks Herald's router and adapter against hand-written baselines on
 /// a real Kafka broker: throughput, end-to-end latency, isolation, footprint
@@ -51,8 +59,8 @@ struct Args {
     /// this executable is in, e.g. target/release).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Only these scenarios: broker, router, adapter, latency, isolation
-    /// (footprint comes from router, adapter and latency).
+    /// Only these scenarios: broker, router, adapter, latency, isolation,
+    /// gateway (footprint comes from router, adapter and latency).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Repetitions of each measurement (default 3, or 1 with --quick).
@@ -92,6 +100,15 @@ enum Cmd {
         #[arg(long)]
         count: u64,
     },
+    /// Baseline: a bare HTTP route that writes each body to Kafka (runs
+    /// until SIGTERM).
+    #[command(hide = true)]
+    RawGateway {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        listen: String,
+    },
 }
 
 /// The repository this binary was built from.
@@ -116,6 +133,9 @@ async fn main() -> anyhow::Result<()> {
             run,
             count,
         }) => return baseline::http_loop(config, destination, run, *count).await,
+        Some(Cmd::RawGateway { config, listen }) => {
+            return raw_gateway::raw_gateway(config, listen).await
+        }
         None => {}
     }
     bench(args).await
@@ -238,6 +258,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             Err(e) => note("latency", e),
         }
     }
+    let mut gateway = None;
+    if want("gateway") {
+        match scenarios::gateway::gateway(&ctx).await {
+            Ok(r) => gateway = Some(r),
+            Err(e) => note("gateway", e),
+        }
+    }
     let mut isolation = None;
     if want("isolation") {
         match scenarios::latency::isolation(&ctx).await {
@@ -278,6 +305,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         adapter,
         latency,
         isolation,
+        gateway,
         footprint,
         broker,
         ratios: BTreeMap::new(),

@@ -93,6 +93,7 @@ pub struct Results {
     pub adapter: Option<AdapterResult>,
     pub latency: Option<Vec<RateResult>>,
     pub isolation: Option<IsolationResult>,
+    pub gateway: Option<crate::scenarios::gateway::GatewayResult>,
     pub footprint: Option<FootprintResult>,
     pub broker: Option<BrokerResult>,
     /// The headline ratios, by name.
@@ -213,6 +214,11 @@ impl Results {
                     ),
                     paired_ratio(&peak("adapter"), &peak("http-loop")),
                 );
+            }
+        }
+        if let Some(x) = &self.gateway {
+            for (k, v) in x.ratios() {
+                r.insert(format!("inbound: {k}"), v);
             }
         }
         if let Some(x) = &self.isolation {
@@ -429,6 +435,7 @@ impl Results {
         self.md_adapter(&mut s);
         self.md_latency(&mut s);
         self.md_isolation(&mut s);
+        crate::scenarios::gateway::markdown(self.gateway.as_ref(), &mut s);
         self.md_footprint(&mut s);
         self.md_broker(&mut s);
 

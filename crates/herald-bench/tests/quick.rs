@@ -44,7 +44,7 @@ fn bin_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
     let has = |d: &Path| {
-        ["herald-router", "herald-adapter"]
+        ["herald-router", "herald-adapter", "herald-gateway"]
             .iter()
             .all(|b| d.join(b).exists())
     };
@@ -60,6 +60,8 @@ fn bin_dir() -> PathBuf {
             "herald-router",
             "-p",
             "herald-adapter",
+            "-p",
+            "herald-gateway",
         ])
         .current_dir(repo_root())
         .status()
@@ -128,6 +130,16 @@ fn quick_run_measures_every_scenario() {
         }
     }
     positive("isolation p99 ratio", median(&r["isolation"]["p99_ratio"]));
+    for side in ["gateway", "raw"] {
+        let reps = r["gateway"][side].as_array().expect("gateway repetitions");
+        assert!(!reps.is_empty(), "gateway scenario, {side}: no repetition");
+        for k in ["requests_per_s", "p99_ms", "cpu_s_per_1k", "paced_p99_ms"] {
+            positive(
+                &format!("gateway scenario, {side} {k}"),
+                reps[0][k].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
     let footprint = &r["footprint"];
     for (rate, services) in footprint["at_rate"]
         .as_object()

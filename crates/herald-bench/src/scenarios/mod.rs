@@ -1,5 +1,6 @@
-//! The six scenarios. Each returns its figures and leaves no topics behind.
+//! The scenarios. Each returns its figures and leaves no topics behind.
 
 pub mod broker;
+pub mod gateway;
 pub mod latency;
 pub mod throughput;
