@@ -407,3 +407,95 @@ async fn an_unreachable_trace_backend_neither_blocks_delivery_nor_shutdown() {
         "flushing to a dead backend does not hold up shutdown"
     );
 }
+
+/// Inbound: a webhook's trace continues the provider's `traceparent` at the
+/// gateway's server span, and the router's span is the gateway's child;
+/// without one, the trace starts at the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_webhook_continues_or_starts_its_trace_at_the_gateway() {
+    let receiver = Receiver::start().await;
+    let mut p = Pipeline::new(
+        "tracing-gw",
+        vec![Dest::new("hook", "http://127.0.0.1:9/x".into())],
+    )
+    .await;
+    p.append_config(&format!(
+        "[sources.sw]\nscheme = \"standard-webhooks\"\nsecrets = [\"{SECRET}\"]\n"
+    ));
+    p.env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.url.clone()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+    ];
+    let addr = p.start_gateway().await;
+    p.start_router();
+    let key = herald_core::signature::SigningKey::parse(SECRET).unwrap();
+    let client = reqwest::Client::new();
+    let post = |id: String, traceparent: Option<String>| {
+        let (client, key) = (client.clone(), key.clone());
+        async move {
+            let body = r#"{"type":"order.placed","data":{}}"#;
+            let ts = herald_core::time::now_ms() / 1000;
+            let mut req = client
+                .post(format!("http://{addr}/webhooks/sw"))
+                .header("webhook-id", &id)
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", key.sign(&id, ts, body.as_bytes()))
+                .body(body);
+            if let Some(tp) = traceparent {
+                req = req.header("traceparent", tp);
+            }
+            let r = req.send().await.expect("gateway answers");
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    };
+    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
+    let provider_span = format!("{:016x}", rand::random::<u64>() | 1);
+    post(
+        format!("{}-in", p.prefix),
+        Some(format!("00-{trace_id}-{provider_span}-01")),
+    )
+    .await;
+    post(format!("{}-fresh", p.prefix), None).await;
+
+    let input = p.input();
+    let gateway_span = "POST /webhooks/sw";
+    let router_span = format!("process {input}");
+    wait_until(
+        "gateway and router spans of the provider's trace",
+        LONG,
+        || {
+            let t = receiver.trace(&trace_id);
+            t.iter().any(|r| r.span.name == gateway_span)
+                && t.iter().any(|r| r.span.name == router_span)
+        },
+    )
+    .await;
+    let t = receiver.trace(&trace_id);
+    let gw = t.iter().find(|r| r.span.name == gateway_span).unwrap();
+    let router = t.iter().find(|r| r.span.name == router_span).unwrap();
+    assert_eq!(gw.service, "herald-gateway");
+    assert_eq!(gw.span.kind, SpanKind::Server as i32);
+    assert_eq!(
+        hex(&gw.span.parent_span_id),
+        provider_span,
+        "continues the provider's span"
+    );
+    assert_eq!(
+        router.span.parent_span_id, gw.span.span_id,
+        "router under the gateway"
+    );
+
+    // The request without a traceparent: a root span at the gateway, the
+    // router's span its child in the same (new) trace.
+    wait_until("a root gateway span with a routed child", LONG, || {
+        let spans = receiver.spans.lock().unwrap();
+        spans.iter().any(|g| {
+            g.span.name == gateway_span
+                && g.span.parent_span_id.is_empty()
+                && spans
+                    .iter()
+                    .any(|r| r.span.name == router_span && r.span.parent_span_id == g.span.span_id)
+        })
+    })
+    .await;
+}
