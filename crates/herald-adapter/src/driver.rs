@@ -112,7 +112,7 @@ impl Driver<'_> {
         };
         let mut commit_tick = tokio::time::interval(self.config.adapter.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let shutdown = crate::shutdown_signal();
+        let shutdown = herald_core::signal::shutdown();
         tokio::pin!(shutdown);
         let mut fatal = None;
         let mut stalled = None;

@@ -226,13 +226,3 @@ fn instance_id(config: &Config, group: &str) -> Option<String> {
         .as_ref()
         .map(|name| format!("{group}.{name}"))
 }
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}

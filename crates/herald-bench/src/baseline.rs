@@ -33,16 +33,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Resolves on SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 /// `herald-bench copy`: runs until SIGTERM.
 pub async fn copy(config_path: &Path, transactional: bool) -> anyhow::Result<()> {
     let config = Config::load(Some(config_path))?;
@@ -56,7 +46,7 @@ pub async fn copy(config_path: &Path, transactional: bool) -> anyhow::Result<()>
     let waiter = tokio::task::spawn_blocking(move || worker.join());
     tokio::pin!(waiter);
     tokio::select! {
-        _ = shutdown_signal() => stop.store(true, Ordering::Release),
+        _ = herald_core::signal::shutdown() => stop.store(true, Ordering::Release),
         res = &mut waiter => return res?.map_err(|_| anyhow::anyhow!("copy thread panicked"))?,
     }
     waiter
@@ -269,7 +259,7 @@ pub async fn http_loop(
             })
         })
         .collect();
-    shutdown_signal().await;
+    herald_core::signal::shutdown().await;
     for w in workers {
         w.abort();
     }

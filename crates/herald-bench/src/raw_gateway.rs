@@ -39,7 +39,7 @@ pub async fn raw_gateway(config_path: &Path, listen: &str) -> anyhow::Result<()>
         .with_state(raw);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::baseline::shutdown_signal())
+        .with_graceful_shutdown(herald_core::signal::shutdown())
         .await?;
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod otel;
 pub mod ratelimit;
 pub mod retry;
 pub mod routing;
+pub mod signal;
 pub mod signature;
 pub mod sources;
 pub mod telemetry;

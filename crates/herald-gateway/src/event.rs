@@ -125,12 +125,7 @@ mod tests {
     use herald_core::sources::SourceConfig;
     use std::collections::HashMap;
 
-    struct H(HashMap<String, String>);
-    impl HeaderLookup for H {
-        fn get(&self, name: &str) -> Option<&str> {
-            self.0.get(name).map(String::as_str)
-        }
-    }
+    type H = HashMap<String, String>;
 
     fn src(toml: &str) -> ResolvedSource {
         let s: SourceConfig = toml::from_str(toml).expect("source");
@@ -148,7 +143,7 @@ mod tests {
     fn stripe_event_keyed_by_customer() {
         let s = src("scheme = \"stripe\"\nsecrets = [\"x\"]");
         let body = br#"{"id":"evt_1","type":"invoice.paid","data":{"object":{"id":"in_1","customer":"cus_9"}}}"#;
-        let r = record(&s, &H(HashMap::new()), body, "2026-01-01T00:00:00Z");
+        let r = record(&s, &H::new(), body, "2026-01-01T00:00:00Z");
         assert_eq!(r.problem, None);
         assert_eq!(r.key.as_deref(), Some("cus_9"));
         assert_eq!(header(&r, "ce_id"), Some("evt_1"));
@@ -161,11 +156,11 @@ mod tests {
     #[test]
     fn github_type_from_header_and_action_and_kept_headers() {
         let s = src("scheme = \"github\"\nsecrets = [\"x\"]");
-        let hs = H(HashMap::from([
+        let hs = H::from([
             ("x-github-delivery".to_string(), "d-1".to_string()),
             ("x-github-event".to_string(), "issues".to_string()),
             ("x-github-hook-id".to_string(), "7".to_string()),
-        ]));
+        ]);
         let body = br#"{"action":"opened","repository":{"full_name":"o/r"}}"#;
         let r = record(&s, &hs, body, "t");
         assert_eq!(header(&r, "ce_type"), Some("github.issues.opened"));
@@ -181,12 +176,12 @@ mod tests {
     #[test]
     fn what_cannot_be_an_event_says_why() {
         let s = src("scheme = \"stripe\"\nsecrets = [\"x\"]");
-        let r = record(&s, &H(HashMap::new()), b"not json", "t");
+        let r = record(&s, &H::new(), b"not json", "t");
         assert!(r.problem.as_deref().unwrap().contains("not JSON"));
         assert_eq!(header(&r, "ce_id"), None);
-        let r = record(&s, &H(HashMap::new()), br#"{"type":"x"}"#, "t");
+        let r = record(&s, &H::new(), br#"{"type":"x"}"#, "t");
         assert_eq!(r.problem.as_deref(), Some("no event id at body:/id"));
-        let r = record(&s, &H(HashMap::new()), br#"{"id":7}"#, "t");
+        let r = record(&s, &H::new(), br#"{"id":7}"#, "t");
         assert_eq!(header(&r, "ce_id"), Some("7"), "numbers are ids too");
         assert_eq!(header(&r, "ce_type"), Some("stripe"), "the prefix alone");
     }

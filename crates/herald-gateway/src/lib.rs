@@ -150,21 +150,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let app = handler::router(gateway.clone());
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async {
+            herald_core::signal::shutdown().await;
+            info!("Shutting down: finishing requests in flight.");
+        })
         .await?;
     info!("Stopped accepting requests; flushing the producer.");
     let p = gateway.producer.clone();
     let grace = gateway.limits.ack_timeout;
     tokio::task::spawn_blocking(move || p.flush(grace)).await??;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    info!("Shutting down: finishing requests in flight.");
 }

@@ -47,6 +47,14 @@ impl HeaderLookup for axum::http::HeaderMap {
     }
 }
 
+/// Lower-case names to values: the tests' requests.
+#[cfg(test)]
+impl HeaderLookup for std::collections::HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<&str> {
+        std::collections::HashMap::get(self, name).map(String::as_str)
+    }
+}
+
 /// Reads `name`, or its alias (`webhook-x` → `svix-x`) when absent.
 pub(crate) fn header<'a>(
     spec: &SchemeSpec,
@@ -192,17 +200,11 @@ mod tests {
     use herald_core::sources::SourceConfig;
     use std::collections::HashMap;
 
-    struct H(HashMap<String, String>);
-    impl HeaderLookup for H {
-        fn get(&self, name: &str) -> Option<&str> {
-            self.0.get(name).map(String::as_str)
-        }
-    }
-    fn h(pairs: &[(&str, &str)]) -> H {
-        H(pairs
+    fn h(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-            .collect())
+            .collect()
     }
     fn spec(toml: &str) -> (SchemeSpec, Vec<Vec<u8>>) {
         let s: SourceConfig = toml::from_str(toml).expect("source");

@@ -64,7 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let waiter = tokio::task::spawn_blocking(move || worker.join());
     tokio::pin!(waiter);
     tokio::select! {
-        _ = shutdown_signal() => {
+        _ = herald_core::signal::shutdown() => {
             info!("Shutting down: finishing the current transaction.");
             stop.store(true, Ordering::Release);
         }
@@ -75,16 +75,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     waiter
         .await?
         .map_err(|_| anyhow::anyhow!("router thread panicked"))?
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 /// Why a batch did not commit.
