@@ -1,12 +1,14 @@
-# One image for every Herald role: herald-router, herald-adapter, herald (CLI)
-# and herald-demo-sink. The command chooses the role.
+# One image for every Herald role: herald-router, herald-adapter,
+# herald-gateway, herald (CLI), herald-demo-sink and herald-demo-provider. The
+# command chooses the role.
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev zlib1g-dev pkg-config && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bins \
     && mkdir /out \
-    && cp target/release/herald target/release/herald-router target/release/herald-adapter target/release/herald-demo-sink /out/
+    && cp target/release/herald target/release/herald-router target/release/herald-adapter \
+       target/release/herald-gateway target/release/herald-demo-sink target/release/herald-demo-provider /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g && rm -rf /var/lib/apt/lists/* \

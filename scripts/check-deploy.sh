@@ -140,7 +140,7 @@ if ! tail -n +3 deploy/k8s/herald.yaml 2>/dev/null | diff -u - "$WORK/example.ya
   fail "deploy/k8s" "deploy/k8s/herald.yaml is stale (run scripts/check-deploy.sh --write)"
 fi
 
-say "rendered objects: schemas, config, destinations, topics, alerts, dashboards"
+say "rendered objects: schemas, config, destinations, topics, gateway, alerts, dashboards"
 "$PY" scripts/deploy/chart_check.py "${renders[@]}" --demo-render "$WORK/example.yaml" \
   --demo examples/demo.toml \
   --crd "$KEDA_DIR/config/crd/bases/keda.sh_scaledobjects.yaml" \
@@ -148,6 +148,8 @@ say "rendered objects: schemas, config, destinations, topics, alerts, dashboards
   --crd "$PROMOP_DIR/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
   --crd "$PROMOP_DIR/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" \
   --kafka-scaler "$KEDA_DIR/pkg/scalers/kafka_scaler.go" \
+  --prometheus-scaler "$KEDA_DIR/pkg/scalers/prometheus_scaler.go" \
+  --keda-auth-types "$KEDA_DIR/pkg/scalers/authentication/authentication_types.go" \
   --k8s-version "$K8S_OLDEST" --k8s-version "$K8S_NEWEST" \
   --herald "$HERALD" || fail "rendered objects" "see the FAIL lines above"
 

@@ -96,7 +96,7 @@ pids+=($!)
 
 INBOUND_RATE=${DEMO_INBOUND_RATE:-5}
 say "playing Stripe: $INBOUND_RATE signed webhooks/s into the gateway, 10% delivered twice (routed once)"
-"$BIN/herald-demo-provider" --rate "$INBOUND_RATE" >"$LOGS/provider.log" 2>&1 &
+"$BIN/herald-demo-provider" --url "http://127.0.0.1:8088/webhooks/stripe" --rate "$INBOUND_RATE" >"$LOGS/provider.log" 2>&1 &
 pids+=($!)
 
 say "live counts per destination (Ctrl-C to stop). Try meanwhile:"

@@ -18,14 +18,25 @@ For every render given with --render:
   * PDBs and Services select pods that exist; probes use the admin port;
   * the PrometheusRule carries exactly the groups of deploy/prometheus/alerts.yml;
   * the dashboards ConfigMap carries exactly deploy/grafana/dashboards/*.json;
-  * the ServiceMonitor selects Services whose job label starts with herald-.
+  * the ServiceMonitor selects Services whose job label starts with herald-;
+  * with sources in herald.toml (gateway.enabled), one gateway Deployment
+    running `herald-gateway`, listening where herald.toml says (gateway.listen
+    on its `http` port, gateway.admin_listen on the admin port), with every
+    source's `env:` secret in its environment and every `file:` secret under
+    a Secret mount, and `herald config check` (which reads the sources'
+    secrets) passing with the gateway container's own environment;
+    a Service for `http` that does not expose the admin port; when KEDA
+    scales it, one prometheus trigger on herald_gateway_requests_total whose
+    job matcher is a job the ServiceMonitor scrapes, and minReplicaCount
+    of at least 1; without sources, no gateway.
 With --demo (the example values' render): the destinations equal those of
-examples/demo.toml, key for key except `url`.
+examples/demo.toml, key for key except `url`, and so do the sources.
 """
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -68,6 +79,19 @@ def selects(selector, labels):
     return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
+def selects_expr(label_selector, labels):
+    """A LabelSelector (matchLabels and matchExpressions) against labels."""
+    if not selects(label_selector.get("matchLabels"), labels):
+        return False
+    for e in label_selector.get("matchExpressions") or []:
+        k, op, vals = e["key"], e["operator"], e.get("values") or []
+        ok = {"Exists": k in labels, "DoesNotExist": k not in labels,
+              "In": labels.get(k) in vals, "NotIn": k not in labels or labels[k] not in vals}[op]
+        if not ok:
+            return False
+    return True
+
+
 def container_env(container):
     """The container's environment as the process sees it, Secrets dummied."""
     env = {}
@@ -81,8 +105,26 @@ def container_env(container):
     return env
 
 
-def herald_config_check(herald, toml_text, env, what, rep):
+def secret_mounts(pod_spec, container):
+    """Mount paths of the Secret volumes in a container."""
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    return [mounts[v["name"]] for v in pod_spec.get("volumes", []) if "secret" in v and v["name"] in mounts]
+
+
+def herald_config_check(herald, toml_text, env, what, rep, secret_dirs=()):
+    """`herald config check --json` on toml_text with env; `file:` secrets
+    under one of secret_dirs (the pod's Secret mounts) read a dummy file,
+    others must exist here (they will not)."""
     with tempfile.TemporaryDirectory() as d:
+        def dummy_file(m):
+            path = m.group(1)
+            if not any(path.startswith(s.rstrip("/") + "/") for s in secret_dirs):
+                return m.group(0)
+            f = Path(d, "secrets", path.lstrip("/"))
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(DUMMY_SECRET + "\n")
+            return json.dumps(f"file:{f}")
+        toml_text = re.sub(r'"file:(/[^"]+)"', dummy_file, toml_text)
         cfg = Path(d, "herald.toml")
         cfg.write_text(toml_text)
         run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -97,10 +139,10 @@ def herald_config_check(herald, toml_text, env, what, rep):
     return json.loads(p.stdout)
 
 
-def check_render(path, args, crds, kafka_keys, rep):
+def check_render(path, args, crds, kafka_keys, prometheus_keys, rep):
     objs = load_render(path)
     name = Path(path).name
-    for e in schemas.validate_objects(objs, args.k8s_version, crds, kafka_keys):
+    for e in schemas.validate_objects(objs, args.k8s_version, crds, kafka_keys, prometheus_keys):
         rep.fail(name, e)
 
     configmaps = {o["metadata"]["name"]: o for o in by_kind(objs, "ConfigMap")}
@@ -115,6 +157,7 @@ def check_render(path, args, crds, kafka_keys, rep):
 
     workloads = by_kind(objs, "Deployment") + by_kind(objs, "StatefulSet")
     adapters = [d for d in by_kind(objs, "Deployment") if pod_labels(d).get("app.kubernetes.io/component") == "adapter"]
+    gateways = [d for d in by_kind(objs, "Deployment") if pod_labels(d).get("app.kubernetes.io/component") == "gateway"]
     routers = by_kind(objs, "StatefulSet")
     rep.expect(len(routers) == 1, name, "expected one router StatefulSet")
 
@@ -138,8 +181,12 @@ def check_render(path, args, crds, kafka_keys, rep):
             rep.expect(c.get("resources", {}).get("requests") and c["resources"].get("limits", {}).get("memory"),
                        name, f"{w['metadata']['name']}: no resource requests or memory limit")
 
-    env = container_env((adapters or routers)[0]["spec"]["template"]["spec"]["containers"][0]) if (adapters or routers) else {}
-    checked = herald_config_check(args.herald, toml_text, env, name, rep)
+    first = (adapters or routers or [None])[0]
+    env, dirs = {}, []
+    if first:
+        pod = first["spec"]["template"]["spec"]
+        env, dirs = container_env(pod["containers"][0]), secret_mounts(pod, pod["containers"][0])
+    checked = herald_config_check(args.herald, toml_text, env, name, rep, dirs)
     if checked is None:
         return None
     listen_port = routers[0]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] if routers else None
@@ -147,6 +194,7 @@ def check_render(path, args, crds, kafka_keys, rep):
     for svc in ("router", "adapter"):
         rep.expect(toml.get(svc, {}).get("listen", "").endswith(f":{listen_port}"), name,
                    f"{svc}.listen {toml.get(svc, {}).get('listen')!r} is not the admin port {listen_port}")
+    check_gateway(objs, gateways, toml, toml_text, args, name, rep)
 
     dests = checked["destinations"]
     by_dest = {}
@@ -161,7 +209,8 @@ def check_render(path, args, crds, kafka_keys, rep):
 
     scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in by_kind(objs, "ScaledObject")}
     for s in scaled:
-        rep.expect(any(d["metadata"]["name"] == s for d in adapters), name, f"ScaledObject targets {s!r}, no such adapter Deployment")
+        rep.expect(any(d["metadata"]["name"] == s for d in adapters + gateways), name,
+                   f"ScaledObject targets {s!r}, no such adapter or gateway Deployment")
     for dest, d in by_dest.items():
         so = scaled.get(d["metadata"]["name"])
         if so is None:
@@ -204,7 +253,7 @@ def check_render(path, args, crds, kafka_keys, rep):
             json.loads(text)
     for sm in by_kind(objs, "ServiceMonitor"):
         job_label = sm["spec"].get("jobLabel")
-        hit = [s for s in by_kind(objs, "Service") if selects(sm["spec"]["selector"].get("matchLabels"), s["metadata"]["labels"])]
+        hit = [s for s in by_kind(objs, "Service") if selects_expr(sm["spec"]["selector"], s["metadata"]["labels"])]
         jobs = sorted(s["metadata"]["labels"].get(job_label, "") for s in hit)
         rep.expect(jobs and all(j.startswith("herald-") for j in jobs), name,
                    f"ServiceMonitor/{sm['metadata']['name']}: job labels {jobs} (HeraldServiceDown expects herald-*)")
@@ -214,16 +263,94 @@ def check_render(path, args, crds, kafka_keys, rep):
     return toml
 
 
-def check_demo(toml, demo_path, rep):
-    demo = tomllib.loads(Path(demo_path).read_text()).get("destinations", {})
-    got = toml.get("destinations", {})
-    if not rep.expect(set(got) == set(demo), "example values",
-                      f"destinations {sorted(got)} != {demo_path}'s {sorted(demo)}"):
+def check_gateway(objs, gateways, toml, toml_text, args, name, rep):
+    sources = toml.get("sources", {})
+    if not sources:
+        rep.expect(not gateways, name, "a gateway Deployment, but no [sources.*] in herald.toml")
         return
-    for d in demo:
-        a = {k: v for k, v in got[d].items() if k != "url"}
-        b = {k: v for k, v in demo[d].items() if k != "url"}
-        rep.expect(a == b, "example values", f"destination {d}: {a} != {demo_path}'s {b} (url aside)")
+    if not rep.expect(len(gateways) == 1, name, f"[sources.*] in herald.toml but {len(gateways)} gateway Deployments"):
+        return
+    g = gateways[0]
+    gname = g["metadata"]["name"]
+    spec = g["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    rep.expect(c.get("command") == ["herald-gateway"], name, f"Deployment/{gname} runs {c.get('command')}, not herald-gateway")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    gw = toml.get("gateway", {})
+    for key, port in (("listen", "http"), ("admin_listen", "admin")):
+        rep.expect(port in ports and gw.get(key, "").startswith("0.0.0.0:") and gw[key].endswith(f":{ports[port]}"), name,
+                   f"gateway.{key} {gw.get(key)!r} is not 0.0.0.0 on the container's {port} port {ports.get(port)}")
+    # The gateway reads its sources' secrets at start-up: each reference
+    # must be wired into its container (named here; `herald config check`
+    # with the gateway's environment below then reads them as it would).
+    env = container_env(c)
+    secret_dirs = secret_mounts(spec, c)
+    for sname, src in sources.items():
+        for ref in src.get("secrets", []):
+            if ref.startswith("env:"):
+                rep.expect(ref[4:] in env, name, f"sources.{sname} references {ref}, not in Deployment/{gname}'s environment")
+            elif ref.startswith("file:"):
+                rep.expect(any(ref[5:].startswith(d.rstrip("/") + "/") for d in secret_dirs), name,
+                           f"sources.{sname} references {ref}, not under a Secret mounted in Deployment/{gname} ({secret_dirs})")
+            else:
+                rep.fail(name, f"sources.{sname}: a secret written into the values; use env: or file: references")
+    checked = herald_config_check(args.herald, toml_text, env, f"{name} (gateway environment)", rep, secret_dirs)
+    if checked is not None:
+        rep.expect(set(checked.get("sources", {})) == set(sources), name,
+                   f"`herald config check` sees sources {sorted(checked.get('sources', {}))}, herald.toml has {sorted(sources)}")
+    # Providers reach `http`; /metrics stays off that Service.
+    labels = pod_labels(g)
+    svcs = [s for s in by_kind(objs, "Service") if selects(s["spec"]["selector"], labels)]
+    public = [s for s in svcs if any(p.get("targetPort") in ("http", ports.get("http")) for p in s["spec"]["ports"])]
+    rep.expect(len(public) == 1, name, f"{len(public)} Services route to the gateway's http port, expected 1")
+    for s in public:
+        rep.expect(not any(p.get("targetPort") in ("admin", ports.get("admin")) for p in s["spec"]["ports"]), name,
+                   f"Service/{s['metadata']['name']} exposes the gateway's admin port next to http")
+    scraped_jobs = set()
+    for sm in by_kind(objs, "ServiceMonitor"):
+        for s in svcs:
+            if selects_expr(sm["spec"]["selector"], s["metadata"]["labels"]) and sm["spec"].get("jobLabel") in s["metadata"]["labels"]:
+                scraped_jobs.add(s["metadata"]["labels"][sm["spec"]["jobLabel"]])
+    rep.expect(not by_kind(objs, "ServiceMonitor") or scraped_jobs == {"herald-gateway"}, name,
+               f"the ServiceMonitor scrapes the gateway as jobs {sorted(scraped_jobs)}, not herald-gateway")
+    so = [o for o in by_kind(objs, "ScaledObject") if o["spec"]["scaleTargetRef"]["name"] == gname]
+    if not so:
+        rep.expect("replicas" in g["spec"], name, f"Deployment/{gname}: neither a ScaledObject nor replicas")
+        return
+    so = so[0]
+    rep.expect("replicas" not in g["spec"], name, f"Deployment/{gname} sets replicas although KEDA scales it")
+    rep.expect(so["spec"].get("minReplicaCount", 0) >= 1, name,
+               f"ScaledObject/{so['metadata']['name']}: minReplicaCount below 1 (nothing would count requests to scale it up again)")
+    trig = so["spec"]["triggers"]
+    if not rep.expect(len(trig) == 1 and trig[0]["type"] == "prometheus", name,
+                      f"ScaledObject/{so['metadata']['name']}: expected one prometheus trigger, got {[t['type'] for t in trig]}"):
+        return
+    query = trig[0]["metadata"].get("query", "")
+    rep.expect("herald_gateway_requests_total" in query, name, f"gateway trigger query {query!r} is not on herald_gateway_requests_total")
+    job = re.search(r'job\s*=\s*"([^"]*)"', query)
+    if job and by_kind(objs, "ServiceMonitor"):
+        rep.expect(job.group(1) in scraped_jobs, name,
+                   f"gateway trigger query matches job {job.group(1)!r}, but the ServiceMonitor scrapes the gateway as {sorted(scraped_jobs)}")
+    if trig[0].get("authenticationRef"):
+        ref = trig[0]["authenticationRef"]["name"]
+        rep.expect(any(o["metadata"]["name"] == ref for o in by_kind(objs, "TriggerAuthentication")), name,
+                   f"gateway trigger's authenticationRef {ref!r}: no such TriggerAuthentication")
+
+
+def check_demo(toml, demo_path, rep):
+    demo_toml = tomllib.loads(Path(demo_path).read_text())
+    demo = demo_toml.get("destinations", {})
+    got = toml.get("destinations", {})
+    if rep.expect(set(got) == set(demo), "example values",
+                  f"destinations {sorted(got)} != {demo_path}'s {sorted(demo)}"):
+        for d in demo:
+            a = {k: v for k, v in got[d].items() if k != "url"}
+            b = {k: v for k, v in demo[d].items() if k != "url"}
+            rep.expect(a == b, "example values", f"destination {d}: {a} != {demo_path}'s {b} (url aside)")
+    demo_sources = demo_toml.get("sources", {})
+    got_sources = toml.get("sources", {})
+    rep.expect(got_sources == demo_sources, "example values",
+               f"sources {got_sources} != {demo_path}'s {demo_sources}")
 
 
 def main():
@@ -233,6 +360,8 @@ def main():
     ap.add_argument("--demo", default="examples/demo.toml")
     ap.add_argument("--crd", action="append", required=True)
     ap.add_argument("--kafka-scaler", required=True, help="KEDA's pkg/scalers/kafka_scaler.go")
+    ap.add_argument("--prometheus-scaler", required=True, help="KEDA's pkg/scalers/prometheus_scaler.go")
+    ap.add_argument("--keda-auth-types", required=True, help="KEDA's pkg/scalers/authentication/authentication_types.go")
     ap.add_argument("--k8s-version", action="append", required=True)
     ap.add_argument("--herald", required=True)
     ap.add_argument("--alerts", default="deploy/prometheus/alerts.yml")
@@ -242,11 +371,12 @@ def main():
 
     crds = schemas.CrdSchemas(args.crd)
     kafka_keys = schemas.kafka_trigger_params(args.kafka_scaler)
+    prometheus_keys = schemas.prometheus_trigger_params(args.prometheus_scaler, args.keda_auth_types)
     rep = Report()
     renders = list(args.render) + ([args.demo_render] if args.demo_render else [])
     for r in renders:
         n = len(rep.failures)
-        toml = check_render(r, args, crds, kafka_keys, rep)
+        toml = check_render(r, args, crds, kafka_keys, prometheus_keys, rep)
         if r == args.demo_render and toml is not None:
             check_demo(toml, args.demo, rep)
         objs = load_render(r)

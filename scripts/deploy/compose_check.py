@@ -13,12 +13,17 @@ anchors and merges are resolved the way docker-compose resolves them).
     path, the collector's --config);
   * ports: each published container port is one the service listens on;
     every service:port the others talk to (bootstrap servers, scrape
-    targets, the data source, OTLP, destination URLs) is a service that
-    listens there;
+    targets, the data source, OTLP, destination URLs, URLs on a command
+    line) is a service that listens there; a Herald service listens where
+    its config says (router.listen, adapter.listen, gateway.listen and
+    gateway.admin_listen, or their defaults), as overridden by HERALD__…
+    variables and --listen / --admin-listen, unless that is loopback;
   * commands: every Herald service runs a binary the Dockerfile installs,
     with a command line whose subcommand and flags appear in the README
     (or in scripts/demo.sh, which the README names as the demo), and the
-    adapters are exactly the destinations of the mounted config.
+    adapters are exactly the destinations of the mounted config;
+  * the demo provider posts to /webhooks/<source> of a service whose config
+    has that source, signing with a secret the source accepts.
 """
 
 import argparse
@@ -42,6 +47,14 @@ PUBLISHED = {
 }
 # a container port each image listens on without being told
 DEFAULT_PORTS = {"prom/prometheus": {9090}, "grafana/grafana": {3000}, "apache/kafka": {9092}}
+# Herald binary -> (config key it listens on, flag that overrides it)
+HERALD_LISTENERS = {
+    "herald-router": [("router.listen", "--listen")],
+    "herald-adapter": [("adapter.listen", "--listen")],
+    "herald-gateway": [("gateway.listen", "--listen"), ("gateway.admin_listen", "--admin-listen")],
+}
+# defaults of those keys where Herald has one (crates/herald-core/src/sources.rs)
+LISTEN_DEFAULTS = {"gateway.listen": "0.0.0.0:8088", "gateway.admin_listen": "0.0.0.0:9466"}
 
 
 def released(kind, package, version, cache):
@@ -118,7 +131,7 @@ def main():
                     fail(name, f"mounts {src}, outside the repository")
         cmd = s.get("command") or []
         for i, c in enumerate(cmd):
-            if c == "--listen" and i + 1 < len(cmd):
+            if c in ("--listen", "--admin-listen") and i + 1 < len(cmd):
                 listens.setdefault(name, set()).add(listen_port(cmd[i + 1]))
 
     # Where each service reads its files, and what is mounted there.
@@ -141,6 +154,7 @@ def main():
         return None
 
     herald_config = None
+    configs = {}  # service -> the config file it reads
     for name, s in herald.items():
         env = s.get("environment") or {}
         cfg = env.get("HERALD_CONFIG")
@@ -149,11 +163,32 @@ def main():
             if src is None or not src.exists():
                 fail(name, f"HERALD_CONFIG={cfg} is not a mounted file")
             else:
-                herald_config = tomllib.loads(src.read_text())
-        for key in ("HERALD__ROUTER__LISTEN", "HERALD__ADAPTER__LISTEN"):
-            cmd0 = (s.get("command") or [""])[0]
-            if key in env and cmd0 == ("herald-router" if "ROUTER" in key else "herald-adapter"):
-                listens.setdefault(name, set()).add(listen_port(env[key]))
+                herald_config = configs[name] = tomllib.loads(src.read_text())
+    # What each Herald binary listens on: its config keys, overridden by
+    # HERALD__… variables, overridden by command-line flags (those were
+    # counted above). An address on the loopback interface is unreachable
+    # from the other containers and does not count.
+    for name, s in herald.items():
+        env = s.get("environment") or {}
+        cmd = s.get("command") or [""]
+        for key, flag in HERALD_LISTENERS.get(cmd[0], ()):
+            if flag in cmd:
+                continue
+            section, field = key.split(".")
+            var = f"HERALD__{section.upper()}__{field.upper()}"
+            value = env.get(var)
+            if value is None and name in configs:
+                value = configs[name].get(section, {}).get(field)
+            if value is None:
+                value = LISTEN_DEFAULTS.get(key)
+            if value is None:
+                continue
+            host = str(value).rsplit(":", 1)[0].strip("[]")
+            if host in ("127.0.0.1", "localhost", "::1"):
+                print(f"  note: {name}: {key} = {value} ({'from ' + var if var in env else 'the config'}) "
+                      "is loopback-only inside the container")
+                continue
+            listens.setdefault(name, set()).add(listen_port(value))
 
     # Commands: a binary the image has, spelled as the README spells it.
     doc_lines = [l for l in (readme + "\n" + demo_sh).splitlines()]
@@ -196,6 +231,28 @@ def main():
                 if m and m.group(1).lower() not in dests:
                     fail(name, f"{k} names a destination the config does not have")
 
+    # The demo provider posts to a source the gateway serves, signing with
+    # a secret that source accepts.
+    for name, s in herald.items():
+        cmd = s.get("command") or []
+        if cmd[:1] != ["herald-demo-provider"] or "--url" not in cmd:
+            continue
+        u = urlparse(cmd[cmd.index("--url") + 1])
+        m = re.fullmatch(r"/webhooks/([a-z0-9-]+)", u.path or "")
+        target = services.get(u.hostname or "")
+        if not m or u.hostname not in configs:
+            fail(name, f"--url {u.geturl()} is not /webhooks/<source> on a Herald service")
+            continue
+        source = configs[u.hostname].get("sources", {}).get(m.group(1))
+        if source is None:
+            fail(name, f"--url {u.geturl()}: {u.hostname}'s config has no [sources.{m.group(1)}]")
+            continue
+        target_env = target.get("environment") or {}
+        accepted = {target_env.get(r[4:]) for r in source.get("secrets", []) if r.startswith("env:")}
+        mine = (s.get("environment") or {}).get("STRIPE_WEBHOOK_SECRET")
+        if mine not in accepted - {None}:
+            fail(name, f"signs with STRIPE_WEBHOOK_SECRET, which is none of the secrets {u.hostname} accepts for sources.{m.group(1)}")
+
     # Configs passed with --config=: mounted, and the collector's receivers listen.
     for name, s in services.items():
         for c in s.get("command") or []:
@@ -230,6 +287,10 @@ def main():
             elif re.match(r"^https?://", v):
                 u = urlparse(v)
                 expect_listener(name, u.hostname, u.port or 80, k)
+        for c in s.get("command") or []:
+            if re.match(r"^https?://", str(c)):
+                u = urlparse(c)
+                expect_listener(name, u.hostname, u.port or 80, f"command argument {c}")
         for port in s.get("ports", []):
             target = port["target"] if isinstance(port, dict) else int(str(port).split(":")[-1])
             if target not in listens.get(name, set()):

@@ -6,8 +6,9 @@ resources go through the openAPIV3Schema of their CRD (KEDA's ScaledObject
 and TriggerAuthentication, the Prometheus operator's ServiceMonitor and
 PrometheusRule), made strict the same way: the API server would prune an
 unknown field silently, so a typo would otherwise pass unnoticed. KEDA's
-kafka trigger metadata is a free string map in the CRD, so its keys are
-checked against the parameters KEDA's kafka scaler source declares.
+trigger metadata is a free string map in the CRD, so the keys of kafka and
+prometheus triggers are checked against the parameters KEDA's kafka and
+prometheus scaler sources declare.
 """
 
 import copy
@@ -73,14 +74,32 @@ class CrdSchemas:
         return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message} [{source}]" for e in errors]
 
 
+def scaler_params(*go_files):
+    """Metadata keys a KEDA scaler reads from a trigger's metadata: the
+    `keda:"name=a;alias, order=triggerMetadata…"` tags of its source (and
+    of shared parameter structs it embeds, such as authentication's)."""
+    keys = set()
+    for f in go_files:
+        for m in re.finditer(r'keda:"name=([A-Za-z0-9;]+),\s*order=([^,"]+)', Path(f).read_text()):
+            if "triggerMetadata" in m.group(2).strip().split(";"):
+                keys.update(m.group(1).split(";"))
+    return keys
+
+
 def kafka_trigger_params(scaler_go):
     """Metadata keys KEDA's kafka scaler reads from a trigger's metadata."""
-    keys = set()
-    for m in re.finditer(r'keda:"name=([A-Za-z0-9]+),order=([^,"]+)', Path(scaler_go).read_text()):
-        if "triggerMetadata" in m.group(2).split(";"):
-            keys.add(m.group(1))
+    keys = scaler_params(scaler_go)
     if not {"bootstrapServers", "consumerGroup", "topic", "lagThreshold"} <= keys:
         raise SystemExit(f"could not read the kafka scaler's parameters from {scaler_go}")
+    return keys
+
+
+def prometheus_trigger_params(scaler_go, auth_go):
+    """Metadata keys KEDA's prometheus scaler reads (its own and the
+    authentication parameters it embeds)."""
+    keys = scaler_params(scaler_go, auth_go)
+    if not {"serverAddress", "query", "threshold", "activationThreshold", "ignoreNullValues", "authModes"} <= keys:
+        raise SystemExit(f"could not read the prometheus scaler's parameters from {scaler_go} and {auth_go}")
     return keys
 
 
@@ -104,7 +123,10 @@ def check_names(obj):
     return errs
 
 
-def validate_objects(objs, k8s_versions, crds, kafka_keys):
+NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def validate_objects(objs, k8s_versions, crds, kafka_keys, prometheus_keys=None):
     """Every object against its schema; returns a list of error strings."""
     errors = []
     for obj in objs:
@@ -124,7 +146,24 @@ def validate_objects(objs, k8s_versions, crds, kafka_keys):
                     errors.append(f"{where}: no Kubernetes {version} schema and no CRD for {obj.get('apiVersion')}")
         if obj.get("kind") == "ScaledObject":
             for t in obj.get("spec", {}).get("triggers", []):
+                if t.get("type") == "prometheus" and prometheus_keys is not None:
+                    md = t.get("metadata", {})
+                    for k in sorted(set(md) - prometheus_keys):
+                        errors.append(f"{where}: prometheus trigger metadata {k!r} is not a parameter of KEDA's prometheus scaler")
+                    for k in ("serverAddress", "query", "threshold"):
+                        if not md.get(k):
+                            errors.append(f"{where}: prometheus trigger without {k}")
+                    for k in ("threshold", "activationThreshold"):
+                        if k in md and not NUMBER.fullmatch(str(md[k])):
+                            errors.append(f"{where}: {k} {md[k]!r} is not a number")
+                    if md.get("serverAddress") and not re.match(r"^https?://[^/\s]+", md["serverAddress"]):
+                        errors.append(f"{where}: serverAddress {md['serverAddress']!r} is not an http(s) URL")
+                    if md.get("ignoreNullValues", "true") not in ("true", "false"):
+                        errors.append(f"{where}: ignoreNullValues {md['ignoreNullValues']!r} is not true or false")
+                    continue
                 if t.get("type") != "kafka":
+                    if t.get("type") != "prometheus":
+                        errors.append(f"{where}: trigger type {t.get('type')!r}: the check knows kafka and prometheus only")
                     continue
                 md = t.get("metadata", {})
                 for k in sorted(set(md) - kafka_keys):

@@ -39,8 +39,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/*
 The config as written to herald.toml: .Values.config, the destinations
-without their chart-only `k8s` key, and both admin listeners on the
-container's admin port.
+without their chart-only `k8s` key, with gateway.enabled the gateway's
+sources, and every admin listener on the container's admin port (the
+gateway's public listener on gateway.port).
 */}}
 {{- define "herald.config" -}}
 {{- $cfg := deepCopy .Values.config -}}
@@ -52,6 +53,11 @@ container's admin port.
 {{- $_ := set $dests $name (omit $d "k8s") -}}
 {{- end -}}
 {{- $_ := set $cfg "destinations" $dests -}}
+{{- if .Values.gateway.enabled -}}
+{{- $public := printf "0.0.0.0:%d" (int .Values.gateway.port) -}}
+{{- $_ := set $cfg "gateway" (merge (dict "listen" $public "admin_listen" $listen) (omit ($cfg.gateway | default dict) "listen" "admin_listen")) -}}
+{{- $_ := set $cfg "sources" (deepCopy .Values.gateway.sources) -}}
+{{- end -}}
 {{- toJson $cfg -}}
 {{- end -}}
 
@@ -112,7 +118,7 @@ container's admin port.
 {{- end -}}
 
 {{- define "herald.toml" -}}
-# herald.toml, rendered by the Helm chart from its values (config + destinations).
+# herald.toml, rendered by the Helm chart from its values (config + destinations + gateway.sources).
 {{- include "herald.toml.table" (dict "path" "" "table" (fromJson (include "herald.config" .))) }}
 {{- end -}}
 
@@ -207,20 +213,67 @@ readinessProbe:
 {{- end -}}
 
 {{/*
-Every `env:NAME` secret reference in a destination must name a variable
-the pods get (secretEnv or extraEnv): fail at render time, not at start-up.
+Every `env:NAME` secret reference in a destination or a gateway source must
+name a variable the pods get (secretEnv or extraEnv): fail at render time,
+not at start-up.
 */}}
 {{- define "herald.checkSecretRefs" -}}
 {{- $names := list -}}
 {{- range .Values.secretEnv }}{{ $names = append $names .name }}{{ end -}}
 {{- range .Values.extraEnv }}{{ $names = append $names .name }}{{ end -}}
+{{- $refs := list -}}
 {{- range $dname, $d := .Values.destinations -}}
 {{- range $ref := concat (list ($d.secret | default "")) ($d.extra_secrets | default list) -}}
+{{- $refs = append $refs (list (printf "destinations.%s" $dname) $ref) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.gateway.enabled -}}
+{{- range $sname, $s := .Values.gateway.sources -}}
+{{- range $ref := ($s.secrets | default list) -}}
+{{- $refs = append $refs (list (printf "gateway.sources.%s" $sname) $ref) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $r := $refs -}}
+{{- $ref := index $r 1 | toString -}}
 {{- if hasPrefix "env:" $ref -}}
 {{- $var := trimPrefix "env:" $ref -}}
 {{- if not (has $var $names) -}}
-{{- fail (printf "destinations.%s references %s, but no secretEnv (or extraEnv) entry is named %s" $dname $ref $var) -}}
+{{- fail (printf "%s references %s, but no secretEnv (or extraEnv) entry is named %s" (index $r 0) $ref $var) -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The gateway's values, refused at render time where they cannot work.
+*/}}
+{{- define "herald.checkGateway" -}}
+{{- $g := .Values.gateway -}}
+{{- if $g.enabled -}}
+{{- if not $g.sources -}}
+{{- fail "gateway.enabled is true but gateway.sources is empty: the gateway has nothing to serve (it exits at start-up)" -}}
+{{- end -}}
+{{- range $sname, $s := $g.sources -}}
+{{- if not (regexMatch "^[a-z0-9-]+$" $sname) -}}
+{{- fail (printf "gateway.sources.%s: source names use only a-z, 0-9 and '-' (they are URL paths and metric labels)" $sname) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq (int $g.port) (int .Values.adminPort) -}}
+{{- fail (printf "gateway.port %d is adminPort: /metrics must stay off the providers' port" (int $g.port)) -}}
+{{- end -}}
+{{- if and .Values.keda.enabled $g.keda.enabled -}}
+{{- if not $g.keda.serverAddress -}}
+{{- fail "gateway.keda.serverAddress is empty: set the URL of the Prometheus that scrapes the gateway (e.g. http://prometheus-operated.monitoring.svc:9090), or gateway.keda.enabled=false and gateway.replicas" -}}
+{{- end -}}
+{{- if lt (int $g.keda.minReplicaCount) 1 -}}
+{{- fail "gateway.keda.minReplicaCount must be at least 1: a gateway scaled to zero answers no provider and counts no request, so its request rate never activates it again" -}}
+{{- end -}}
+{{- if lt (int $g.keda.maxReplicaCount) (int $g.keda.minReplicaCount) -}}
+{{- fail "gateway.keda.maxReplicaCount is below gateway.keda.minReplicaCount" -}}
+{{- end -}}
+{{- if not (gt (float64 $g.keda.threshold) 0.0) -}}
+{{- fail "gateway.keda.threshold must be more than zero (requests per second per replica)" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
