@@ -56,3 +56,61 @@ fn misuse_exits_non_zero_with_help() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--all"));
 }
+
+#[test]
+fn config_check_explains_sources_and_names_their_bad_keys() {
+    let sources = format!(
+        "{GOOD}\n[sources.gh]\nscheme = \"github\"\nsecrets = [\"env:HERALD_TEST_GH_SECRET\"]\n"
+    );
+    // The source's secret must resolve: the variable is named, not echoed.
+    let out = herald(&["config", "check"], Some(&sources));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sources.gh.secrets") && err.contains("HERALD_TEST_GH_SECRET"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &sources).unwrap();
+    let out = Command::new(bin("herald"))
+        .args(["--config", path.to_str().unwrap(), "config", "check"])
+        .env("HERALD_TEST_GH_SECRET", "s3cret")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("source gh (POST /webhooks/gh"), "{text}");
+    assert!(text.contains("x-hub-signature-256"), "{text}");
+    assert!(text.contains("id <header:x-github-delivery>"), "{text}");
+    assert!(!text.contains("s3cret"), "secrets never printed: {text}");
+
+    for (bad, key) in [
+        (
+            "scheme = \"hmac\"\nsecrets = [\"k\"]\nid = \"body:/id\"\n",
+            "sources.x.hmac",
+        ),
+        ("scheme = \"github\"\nsecrets = []\n", "sources.x.secrets"),
+        (
+            "scheme = \"github\"\nsecrets = [\"k\"]\nsubject = [\"query:a\"]\n",
+            "sources.x.subject",
+        ),
+        (
+            "scheme = \"stripe\"\nsecrets = [\"k\"]\ntolerance = \"soon\"\n",
+            "tolerance",
+        ),
+    ] {
+        let out = herald(
+            &["config", "check"],
+            Some(&format!("{GOOD}\n[sources.x]\n{bad}")),
+        );
+        assert!(!out.status.success(), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+}
