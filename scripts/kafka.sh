@@ -11,6 +11,7 @@
 #                                scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand \
 #                                  --bootstrap-server "$(scripts/kafka.sh bootstrap)" --list
 #   scripts/kafka.sh fetch       only download the jars
+#   scripts/kafka.sh secure      print the SASL_SSL listener's client settings (see below)
 #
 # The jars come from Maven Central through Maven (scripts/kafka-pom.xml) and
 # are cached in HERALD_KAFKA_HOME (default ~/.cache/herald/kafka-<version>).
@@ -31,6 +32,12 @@
 #   HERALD_KAFKA_PROPS      extra server.properties lines (newline-separated)
 #   HERALD_KAFKA_PROBE=jvm  check readiness with the Admin client (ClusterTool)
 #                           instead of the built-in python Metadata probe
+#   HERALD_KAFKA_SASL_SSL=1 (on the data dir's first start; remembered) also
+#                           listen with SASL_SSL: a CA and a broker certificate
+#                           made with keytool in $HERALD_KAFKA_DIR/tls, a
+#                           SCRAM-SHA-512 user `herald` created by the broker's
+#                           StorageTool; `scripts/kafka.sh secure` prints the
+#                           client settings as shell variables
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -67,6 +74,13 @@ init_paths() {
   LOG4J_CONF=$DATA_DIR/log4j2.properties
   LOG_DIRS=$DATA_DIR/data
   LOCK_FILE=$DATA_DIR/.lock
+  TLS_DIR=$DATA_DIR/tls
+  SECURE_MARK=$DATA_DIR/sasl_ssl
+  if [[ ${HERALD_KAFKA_SASL_SSL:-0} == 1 && ! -f $LOG_DIRS/meta.properties ]]; then
+    touch "$SECURE_MARK"
+  fi
+  SECURE=0
+  if [[ -f $SECURE_MARK ]]; then SECURE=1; fi
 }
 
 lock_data_dir() {
@@ -180,10 +194,11 @@ EOF
 }
 
 read_ports() {
-  BROKER_PORT="" CONTROLLER_PORT=""
+  BROKER_PORT="" CONTROLLER_PORT="" SECURE_PORT=""
   if [[ -f $PORTS_FILE ]]; then
     BROKER_PORT=$(sed -n 's/^broker_port=//p' "$PORTS_FILE")
     CONTROLLER_PORT=$(sed -n 's/^controller_port=//p' "$PORTS_FILE")
+    SECURE_PORT=$(sed -n 's/^secure_port=//p' "$PORTS_FILE")
   fi
 }
 
@@ -208,8 +223,17 @@ choose_ports() {
   [[ $BROKER_PORT != "$CONTROLLER_PORT" ]] || die "broker and controller port are both $BROKER_PORT"
   port_free "$BROKER_PORT" || die "port $HOST:$BROKER_PORT is already in use"
   port_free "$CONTROLLER_PORT" || die "port $HOST:$CONTROLLER_PORT is already in use"
-  if [[ $BROKER_PORT != "$old_b" || $CONTROLLER_PORT != "$old_c" ]]; then
-    printf 'broker_port=%s\ncontroller_port=%s\n' "$BROKER_PORT" "$CONTROLLER_PORT" >"$PORTS_FILE"
+  local old_s=$SECURE_PORT
+  if [[ $SECURE == 1 ]]; then
+    if [[ -n $SECURE_PORT ]] && ! port_free "$SECURE_PORT"; then
+      log "remembered SASL_SSL port $SECURE_PORT is taken; picking another"
+      SECURE_PORT=""
+    fi
+    [[ -n $SECURE_PORT ]] || SECURE_PORT=$(pick_port "$BROKER_PORT")
+    [[ $SECURE_PORT != "$CONTROLLER_PORT" ]] || SECURE_PORT=$(pick_port "$CONTROLLER_PORT")
+  fi
+  if [[ $BROKER_PORT != "$old_b" || $CONTROLLER_PORT != "$old_c" || $SECURE_PORT != "$old_s" ]]; then
+    printf 'broker_port=%s\ncontroller_port=%s\nsecure_port=%s\n' "$BROKER_PORT" "$CONTROLLER_PORT" "$SECURE_PORT" >"$PORTS_FILE"
   fi
   echo "$HOST:$BROKER_PORT" >"$BOOTSTRAP_FILE"
 }
@@ -356,17 +380,62 @@ broker_pid() {
   echo "$pid"
 }
 
+# A CA and a broker certificate for 127.0.0.1 (PKCS12, keytool), the CA as
+# PEM for clients, and the SCRAM user's password; made once per data dir.
+make_tls() {
+  if [[ -f $TLS_DIR/broker.p12 && -f $TLS_DIR/ca.pem && -s $TLS_DIR/scram.password ]]; then
+    return 0
+  fi
+  command -v keytool >/dev/null || die "keytool (Java) is needed for HERALD_KAFKA_SASL_SSL"
+  log "making a test CA and broker certificate in $TLS_DIR (keytool)"
+  rm -rf "$TLS_DIR" && mkdir -p "$TLS_DIR"
+  local k=(keytool -storetype PKCS12 -storepass herald-test-store)
+  (
+    cd "$TLS_DIR"
+    "${k[@]}" -genkeypair -alias ca -dname "CN=Herald test CA" -keyalg RSA -keysize 2048 \
+      -validity 3650 -ext bc:c -keystore ca.p12
+    "${k[@]}" -exportcert -rfc -alias ca -keystore ca.p12 -file ca.pem
+    "${k[@]}" -genkeypair -alias broker -dname "CN=127.0.0.1" -keyalg RSA -keysize 2048 \
+      -validity 3650 -keystore broker.p12
+    "${k[@]}" -certreq -alias broker -keystore broker.p12 -file broker.csr
+    "${k[@]}" -gencert -alias ca -keystore ca.p12 -infile broker.csr -outfile broker.crt -rfc \
+      -validity 3650 -ext "SAN=IP:127.0.0.1,DNS:localhost" -ext "EKU=serverAuth"
+    "${k[@]}" -importcert -noprompt -alias ca -file ca.pem -keystore broker.p12
+    "${k[@]}" -importcert -noprompt -alias broker -file broker.crt -keystore broker.p12
+    head -c 18 /dev/urandom | base64 | tr -d '/+=' >scram.password
+  ) >"$DATA_DIR/keytool.log" 2>&1 || { cat "$DATA_DIR/keytool.log" >&2; die "keytool failed"; }
+}
+
+# server.properties lines of the SASL_SSL listener.
+secure_props() {
+  if [[ $SECURE != 1 ]]; then return 0; fi
+  printf '%s\n' \
+    "sasl.enabled.mechanisms=SCRAM-SHA-512" \
+    "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;" \
+    "ssl.keystore.type=PKCS12" \
+    "ssl.keystore.location=$TLS_DIR/broker.p12" \
+    "ssl.keystore.password=herald-test-store" \
+    "ssl.key.password=herald-test-store"
+}
+
 write_configs() {
+  local extra_l="" extra_map=""
+  if [[ $SECURE == 1 ]]; then
+    make_tls
+    extra_l=",SASL_SSL://$HOST:$SECURE_PORT"
+    extra_map=",SASL_SSL:SASL_SSL"
+  fi
   cat >"$PROPS" <<EOF
 # Generated by scripts/kafka.sh on each start; edits are overwritten.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$BROKER_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$BROKER_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$BROKER_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT$extra_l
+advertised.listeners=PLAINTEXT://$HOST:$BROKER_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT$extra_l
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$extra_map
+$(secure_props)
 log.dirs=$LOG_DIRS
 num.partitions=1
 auto.create.topics.enable=false
@@ -419,8 +488,12 @@ format_storage() {
     echo "$id" >"$CLUSTER_ID_FILE"
   fi
   log "formatting storage in $LOG_DIRS (cluster id $id)"
+  local scram=()
+  if [[ $SECURE == 1 ]]; then
+    scram=(--add-scram "SCRAM-SHA-512=[name=herald,password=$(cat "$TLS_DIR/scram.password")]")
+  fi
   "$JAVA" -Dlog4j2.configurationFile="$TOOLS_LOG4J" -cp "$LIBS/*" kafka.tools.StorageTool \
-    format --standalone -t "$id" -c "$PROPS" >&2 \
+    format --standalone -t "$id" -c "$PROPS" ${scram[@]+"${scram[@]}"} >&2 \
     || die "StorageTool format failed"
 }
 
@@ -573,6 +646,19 @@ cmd_wait() {
   echo "$addr"
 }
 
+cmd_secure() {
+  init_paths
+  [[ $SECURE == 1 ]] || die "this broker has no SASL_SSL listener (start a new data dir with HERALD_KAFKA_SASL_SSL=1)"
+  read_ports
+  [[ -n $SECURE_PORT ]] || die "no SASL_SSL port known yet (run: $0 start)"
+  printf '%s\n' \
+    "KAFKA_SASL_SSL_BOOTSTRAP=$HOST:$SECURE_PORT" \
+    "KAFKA_SSL_CA_FILE=$TLS_DIR/ca.pem" \
+    "KAFKA_SASL_MECHANISM=SCRAM-SHA-512" \
+    "KAFKA_SASL_USERNAME=herald" \
+    "KAFKA_SASL_PASSWORD_FILE=$TLS_DIR/scram.password"
+}
+
 cmd_tool() {
   [[ $# -ge 1 ]] || die "usage: $0 tool <MainClass> [args...]"
   find_java
@@ -584,7 +670,7 @@ cmd_tool() {
 }
 
 usage() {
-  sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -597,6 +683,7 @@ case $cmd in
   bootstrap) cmd_bootstrap ;;
   wait) cmd_wait ;;
   tool) cmd_tool "$@" ;;
+  secure) cmd_secure ;;
   fetch) find_java; ensure_libs; write_tools_log4j; log "jars in $LIBS" ;;
   -h | --help | help) usage ;;
   *) usage ;;

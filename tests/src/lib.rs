@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod services;
-pub use services::{own_kafka, python, StopKafka};
+pub use services::{own_kafka, python, SecureKafka, StopKafka};
 
 /// Root of the repository.
 pub fn repo_root() -> PathBuf {

@@ -10,8 +10,13 @@ use std::process::{Command, Stdio};
 /// (started on first use, its port kept across restarts); returns what the
 /// script prints (the bootstrap address for `start`).
 pub fn own_kafka(dir: &Path, cmd: &str) -> String {
+    kafka_sh(dir, cmd, &[])
+}
+
+fn kafka_sh(dir: &Path, cmd: &str, env: &[(&str, &str)]) -> String {
     let out = Command::new(repo_root().join("scripts/kafka.sh"))
         .arg(cmd)
+        .envs(env.iter().copied())
         .env("HERALD_KAFKA_DIR", dir)
         .env("HERALD_KAFKA_HEAP", "-Xms128m -Xmx512m")
         .env_remove("KAFKA_BOOTSTRAP_SERVERS")
@@ -20,6 +25,49 @@ pub fn own_kafka(dir: &Path, cmd: &str) -> String {
         .expect("running kafka.sh");
     assert!(out.status.success(), "kafka.sh {cmd} failed");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A broker of the test's own with a SASL_SSL listener (SCRAM-SHA-512
+/// user and a CA made by `scripts/kafka.sh`), next to its plaintext one.
+pub struct SecureKafka {
+    /// The plaintext listener (for the test's own checks only).
+    pub plaintext: String,
+    /// The SASL_SSL listener.
+    pub bootstrap: String,
+    pub ca_file: String,
+    pub username: String,
+    pub password_file: String,
+}
+
+impl SecureKafka {
+    pub fn start(dir: &Path) -> Self {
+        let plaintext = kafka_sh(dir, "start", &[("HERALD_KAFKA_SASL_SSL", "1")]);
+        let vars: std::collections::HashMap<String, String> = kafka_sh(dir, "secure", &[])
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self {
+            plaintext,
+            bootstrap: vars["KAFKA_SASL_SSL_BOOTSTRAP"].clone(),
+            ca_file: vars["KAFKA_SSL_CA_FILE"].clone(),
+            username: vars["KAFKA_SASL_USERNAME"].clone(),
+            password_file: vars["KAFKA_SASL_PASSWORD_FILE"].clone(),
+        }
+    }
+
+    /// `[kafka]` for Herald: SASL_SSL, the CA by path, the password by
+    /// secret reference.
+    pub fn kafka_toml(&self, password_ref: &str) -> String {
+        format!(
+            r#"[kafka]
+bootstrap_servers = "{}"
+client = {{ "security.protocol" = "SASL_SSL", "sasl.mechanisms" = "SCRAM-SHA-512", "sasl.username" = "{}", "ssl.ca.location" = "{}", "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+client_secrets = {{ "sasl.password" = "{password_ref}" }}
+"#,
+            self.bootstrap, self.username, self.ca_file
+        )
+    }
 }
 
 /// Stops a broker started with [`own_kafka`] when dropped.
@@ -36,6 +84,16 @@ impl Drop for StopKafka {
 }
 
 impl Pipeline {
+    /// Replaces the config's `[kafka]` section (the first lines, up to
+    /// `[topics]`) with `kafka_toml` and reloads.
+    pub fn replace_kafka_section(&mut self, kafka_toml: &str) {
+        let text = std::fs::read_to_string(&self.config_path).expect("config");
+        let at = text.find("[topics]").expect("a [topics] section");
+        std::fs::write(&self.config_path, format!("{kafka_toml}\n{}", &text[at..]))
+            .expect("write config");
+        self.append_config("");
+    }
+
     /// Appends `toml` to the pipeline's config file (e.g. `[sources.*]`)
     /// and reloads it.
     pub fn append_config(&mut self, toml: &str) {

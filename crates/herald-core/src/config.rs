@@ -72,6 +72,66 @@ pub struct KafkaConfig {
     /// `client.rack`, …). Herald's own settings win where they overlap.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+    /// librdkafka properties whose values are secrets, by reference
+    /// (`"sasl.password" = "env:KAFKA_PASSWORD"`, `"ssl.ca.pem" =
+    /// "file:/etc/herald/ca.pem"`): resolved when the config is loaded (an
+    /// error names the property and the variable or file, never the value).
+    #[serde(default)]
+    pub client_secrets: BTreeMap<String, SecretRef>,
+    /// `client_secrets` resolved; never serialized, `Debug` shows no value.
+    #[serde(skip)]
+    pub(crate) resolved_secrets: ResolvedSecrets,
+}
+
+/// Resolved secret properties. `Debug` lists the property names only.
+#[derive(Clone, Default)]
+pub(crate) struct ResolvedSecrets(pub(crate) BTreeMap<String, String>);
+
+impl fmt::Debug for ResolvedSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// librdkafka properties that name files the client reads at start.
+const CLIENT_FILE_PROPERTIES: [&str; 5] = [
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.keystore.location",
+    "ssl.crl.location",
+];
+
+impl KafkaConfig {
+    /// The secret properties and the client's own settings, resolved and
+    /// checked: unreadable certificate files and unresolvable secrets are
+    /// refused by key.
+    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        for prop in CLIENT_FILE_PROPERTIES {
+            if let Some(path) = self.client.get(prop) {
+                // `probe`: librdkafka looks in the system's usual places.
+                if prop == "ssl.ca.location" && path == "probe" {
+                    continue;
+                }
+                std::fs::File::open(path).map_err(|e| {
+                    invalid(
+                        format!("kafka.client.\"{prop}\""),
+                        format!("cannot read {path}: {e}"),
+                    )
+                })?;
+            }
+        }
+        let mut resolved = BTreeMap::new();
+        for (prop, secret) in &self.client_secrets {
+            let key = format!("kafka.client_secrets.\"{prop}\"");
+            if self.client.contains_key(prop) {
+                return Err(invalid(key, "also set in kafka.client; keep one"));
+            }
+            resolved.insert(prop.clone(), secret.resolve(&key)?);
+        }
+        self.resolved_secrets = ResolvedSecrets(resolved);
+        Ok(())
+    }
 }
 
 fn default_bootstrap() -> String {
@@ -83,6 +143,8 @@ impl Default for KafkaConfig {
         Self {
             bootstrap_servers: default_bootstrap(),
             client: BTreeMap::new(),
+            client_secrets: BTreeMap::new(),
+            resolved_secrets: ResolvedSecrets::default(),
         }
     }
 }
@@ -535,12 +597,13 @@ impl Config {
         for (var, value) in overrides {
             apply_override(&mut table, &var, &value)?;
         }
-        let config: Config =
+        let mut config: Config =
             Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
                 path: name.to_string(),
                 message: e.to_string(),
             })?;
         config.validate()?;
+        config.kafka.resolve_secrets()?;
         Ok(config)
     }
 
@@ -863,6 +926,52 @@ mod tests {
         );
         let err = parse(&format!("{MINIMAL}\ntimeout = \"soon\"\n"), &[]).unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn kafka_client_secrets_resolve_and_files_are_checked_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let text = format!(
+            "[kafka]\nclient = {{ \"security.protocol\" = \"SASL_SSL\", \"ssl.ca.location\" = \"{}\" }}\n\
+             client_secrets = {{ \"sasl.password\" = \"file:{}\" }}\n",
+            ca.display(),
+            ca.display()
+        );
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(
+            c.kafka.resolved_secrets.0["sasl.password"],
+            "-----BEGIN CERTIFICATE-----"
+        );
+        assert!(
+            !format!("{c:?}").contains("BEGIN CERTIFICATE"),
+            "Debug shows no secret"
+        );
+        let missing = text.replace("ca.pem\" }\n", "nope.pem\" }\n");
+        let err = parse(&missing, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.client.\"ssl.ca.location\"") && err.contains("nope.pem"),
+            "{err}"
+        );
+        let err = parse(
+            "[kafka]\nclient_secrets = { \"sasl.password\" = \"env:HERALD_TEST_NO_SUCH_VAR\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("kafka.client_secrets.\"sasl.password\"")
+                && err.contains("HERALD_TEST_NO_SUCH_VAR"),
+            "{err}"
+        );
+        let err = parse(
+            "[kafka]\nclient = { \"sasl.password\" = \"x\" }\nclient_secrets = { \"sasl.password\" = \"y\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("also set in kafka.client"), "{err}");
     }
 
     #[test]

@@ -10,10 +10,15 @@ use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
 /// Base client config: bootstrap servers plus the operator's extra
-/// `[kafka.client]` properties.
+/// `[kafka.client]` properties and the resolved `[kafka.client_secrets]`.
 pub fn client_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
-    for (k, v) in &config.kafka.client {
+    for (k, v) in config
+        .kafka
+        .client
+        .iter()
+        .chain(&config.kafka.resolved_secrets.0)
+    {
         c.set(k, v);
     }
     c.set("bootstrap.servers", &config.kafka.bootstrap_servers);
