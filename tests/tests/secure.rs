@@ -12,6 +12,21 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(120);
 
+/// `herald-bench`, built (debug) if needed.
+fn bench_bin() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| herald_e2e::repo_root().join("target"));
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", "herald-bench", "--bin", "herald-bench"])
+            .current_dir(herald_e2e::repo_root())
+            .status()
+            .expect("cargo build");
+    assert!(status.success(), "building herald-bench failed");
+    target.join("debug/herald-bench")
+}
+
 fn signed(mut b: Behaviour) -> Behaviour {
     b.secret = Some(SECRET.to_string());
     b
@@ -88,6 +103,37 @@ async fn the_pipeline_runs_against_a_sasl_ssl_cluster() {
         "{}",
         String::from_utf8_lossy(&apply.stderr)
     );
+
+    // The benchmark's smoke run through the same listener (every scenario
+    // but the broker's ceiling, whose Java perf tools take Java settings).
+    let bench_out = dir.path().join("bench");
+    let status = std::process::Command::new(bench_bin())
+        .args([
+            "--quick",
+            "--kafka-config",
+            p.config_path.to_str().unwrap(),
+            "--out",
+        ])
+        .arg(&bench_out)
+        .arg("--bin-dir")
+        .arg(herald_e2e::bin("herald-router").parent().unwrap())
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .status()
+        .expect("running herald-bench");
+    let json = std::fs::read_to_string(bench_out.join("benchmarks.json")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "herald-bench --quick over SASL_SSL failed:\n{json}"
+    );
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{json}");
+    for figure in [
+        &r["router"]["sides"]["router"]["rate"]["median"],
+        &r["adapter"]["levels"][0]["sides"]["adapter"]["rate"]["median"],
+        &r["gateway"]["gateway"][0]["requests_per_s"],
+    ] {
+        assert!(figure.as_f64().is_some_and(|x| x > 0.0), "{json}");
+    }
 
     // A wrong password is refused by the broker: the CLI fails. (librdkafka
     // reports the SASL failure on the client's main queue, which an admin

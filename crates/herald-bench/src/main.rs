@@ -55,6 +55,12 @@ struct Args {
     /// (or reuses) the local broker.
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     bootstrap: Option<String>,
+    /// A Herald config whose `[kafka]` section (bootstrap servers, `client`
+    /// properties, `client_secrets`) every client of the run uses: for a
+    /// secured cluster. The broker scenario (Kafka's Java perf tools) is not
+    /// run with it.
+    #[arg(long)]
+    kafka_config: Option<PathBuf>,
     /// Directory holding herald-router and herald-adapter (default: the one
     /// this executable is in, e.g. target/release).
     #[arg(long)]
@@ -182,10 +188,24 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let bootstrap = match args.bootstrap.clone().filter(|b| !b.trim().is_empty()) {
-        Some(b) => b,
-        None => start_local_broker(&repo)?,
+    let secured = match &args.kafka_config {
+        Some(path) => {
+            let c = herald_core::config::Config::load(Some(path))
+                .with_context(|| format!("--kafka-config {}", path.display()))?;
+            let b = c.kafka.bootstrap_servers.clone();
+            workload::use_kafka_config(c.kafka);
+            Some(b)
+        }
+        None => None,
     };
+    if secured.is_some() && args.only.iter().any(|o| o == "broker") {
+        bail!("--only broker cannot run with --kafka-config: Kafka's perf tools take Java client settings");
+    }
+    let bootstrap =
+        match secured.or_else(|| args.bootstrap.clone().filter(|b| !b.trim().is_empty())) {
+            Some(b) => b,
+            None => start_local_broker(&repo)?,
+        };
     check_broker(&bootstrap).await?;
 
     let run = format!(
@@ -220,7 +240,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     };
 
     // The broker's ceiling: half the repetitions now, half at the end.
-    let perf_reps = if want("broker") {
+    let perf_reps = if want("broker") && args.kafka_config.is_none() {
         ctx.plan.perf_reps
     } else {
         0
@@ -284,7 +304,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    let broker = (want("broker") && !broker_failed)
+    let broker = (want("broker") && !broker_failed && args.kafka_config.is_none())
         .then(|| scenarios::broker::result(&ctx, sizes.delivery, &perf_runs));
     // Whatever a failed scenario left behind.
     if let Err(e) = workload::delete_topics(&bootstrap, &run).await {
@@ -357,9 +377,7 @@ async fn check_broker(bootstrap: &str) -> anyhow::Result<()> {
     let b = bootstrap.to_string();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        let c: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &b)
-            .create()?;
+        let c: BaseConsumer = workload::client(&b).create()?;
         c.fetch_metadata(None, Duration::from_secs(15))
             .with_context(|| format!("no Kafka broker answers at {b}"))?;
         Ok(())

@@ -97,9 +97,7 @@ pub fn write_config(
     dests: &[DestSpec],
 ) -> anyhow::Result<(PathBuf, Config)> {
     let mut toml = format!(
-        r#"[kafka]
-bootstrap_servers = "{bootstrap}"
-
+        r#"{kafka}
 [topics]
 prefix = "{prefix}"
 input = "{input}"
@@ -108,7 +106,8 @@ replication_factor = 1
 
 [router]
 transactional_id = "{prefix}.router"
-"#
+"#,
+        kafka = kafka_toml(bootstrap)
     );
     for d in dests {
         toml.push_str(&format!(
@@ -148,10 +147,59 @@ pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> anyho
     Ok(())
 }
 
-fn client(bootstrap: &str) -> ClientConfig {
+/// The `[kafka]` settings of `--kafka-config` (security for a secured
+/// cluster), applied to every client of the run: the bench's own and,
+/// through [`kafka_toml`], the services' and baselines'.
+static KAFKA: std::sync::OnceLock<herald_core::config::KafkaConfig> = std::sync::OnceLock::new();
+
+/// Uses `kafka` (from a Herald config) for every client of the run.
+pub fn use_kafka_config(kafka: herald_core::config::KafkaConfig) {
+    let _ = KAFKA.set(kafka);
+}
+
+/// A client of the bench itself: `bootstrap` plus `--kafka-config`'s
+/// client properties and resolved secrets.
+pub fn client(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
+    if let Some(k) = KAFKA.get() {
+        for (prop, value) in k.client_properties() {
+            c.set(prop, value);
+        }
+    }
     c.set("bootstrap.servers", bootstrap);
     c
+}
+
+/// The `[kafka]` section of a service's or baseline's config: `bootstrap`
+/// and `--kafka-config`'s properties and secret references.
+pub fn kafka_toml(bootstrap: &str) -> String {
+    let mut t = format!("[kafka]\nbootstrap_servers = \"{bootstrap}\"\n");
+    if let Some(k) = KAFKA.get() {
+        let table = |m: Vec<(String, String)>| {
+            m.iter()
+                .map(|(k, v)| format!("{k:?} = {v:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !k.client.is_empty() {
+            t.push_str(&format!(
+                "client = {{ {} }}\n",
+                table(k.client.clone().into_iter().collect())
+            ));
+        }
+        if !k.client_secrets.is_empty() {
+            t.push_str(&format!(
+                "client_secrets = {{ {} }}\n",
+                table(
+                    k.client_secrets
+                        .iter()
+                        .map(|(p, r)| (p.clone(), r.reference().to_string()))
+                        .collect()
+                )
+            ));
+        }
+    }
+    t
 }
 
 /// Deletes every topic whose name starts with `prefix`. Benchmarks create

@@ -103,6 +103,12 @@ const CLIENT_FILE_PROPERTIES: [&str; 5] = [
 ];
 
 impl KafkaConfig {
+    /// Every extra client property: `client`, then the resolved
+    /// `client_secrets`.
+    pub fn client_properties(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.client.iter().chain(&self.resolved_secrets.0)
+    }
+
     /// The secret properties and the client's own settings, resolved and
     /// checked: unreadable certificate files and unresolvable secrets are
     /// refused by key.
@@ -537,6 +543,11 @@ impl fmt::Debug for SecretRef {
 impl SecretRef {
     pub fn new(s: impl Into<String>) -> Self {
         Self(s.into())
+    }
+
+    /// The reference as written (`env:NAME`, `file:PATH`, or a literal).
+    pub fn reference(&self) -> &str {
+        &self.0
     }
 
     /// Reads the secret. Errors name the variable or file, never the value.

@@ -13,12 +13,7 @@ use std::time::Duration;
 /// `[kafka.client]` properties and the resolved `[kafka.client_secrets]`.
 pub fn client_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
-    for (k, v) in config
-        .kafka
-        .client
-        .iter()
-        .chain(&config.kafka.resolved_secrets.0)
-    {
+    for (k, v) in config.kafka.client_properties() {
         c.set(k, v);
     }
     c.set("bootstrap.servers", &config.kafka.bootstrap_servers);

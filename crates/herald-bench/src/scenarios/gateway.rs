@@ -88,9 +88,7 @@ impl GatewayResult {
 
 fn config(ctx: &Ctx, topic: &str) -> anyhow::Result<PathBuf> {
     let toml = format!(
-        r#"[kafka]
-bootstrap_servers = "{bootstrap}"
-
+        r#"{kafka}
 [topics]
 prefix = "{run}.gw"
 input = "{topic}"
@@ -99,7 +97,7 @@ input = "{topic}"
 scheme = "stripe"
 secrets = ["{SECRET}"]
 "#,
-        bootstrap = ctx.bootstrap,
+        kafka = crate::workload::kafka_toml(&ctx.bootstrap),
         run = ctx.run,
     );
     let path = ctx.work.join("gateway.toml");
