@@ -350,7 +350,13 @@ async fn dashboards_and_alerts_evaluate_on_a_real_prometheus() {
         ],
     )
     .await;
+    // The gateway too: its alerts need its series.
+    p.append_config(&format!(
+        "[sources.sw]\nscheme = \"standard-webhooks\"\nsecrets = [\"{SECRET}\"]\n"
+    ));
     p.start_all();
+    p.start_gateway().await;
+    let gateway = p.admin_addr("gateway").await;
     let router = p.admin_addr("router").await;
     let mut adapters = BTreeMap::new();
     for d in ["ok", "flaky", "bad"] {
@@ -379,10 +385,14 @@ scrape_configs:
   - job_name: herald-adapter
     static_configs:
       - targets: [{adapters}]
+  - job_name: herald-gateway
+    static_configs:
+      - targets: [{gateway}]
 "#,
         rules = repo_root().join("deploy/prometheus/alerts.yml").display(),
         router = targets(vec![router.to_string()]),
         adapters = targets(adapters.values().map(|a| a.to_string()).collect()),
+        gateway = targets(vec![gateway.to_string()]),
     );
     let prom = Prometheus::start(&config).await;
     println!("Prometheus at {}", prom.url);
@@ -429,7 +439,7 @@ scrape_configs:
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let up = prom.query("up").await.expect("up parses");
-        let all_up = up.len() == 4 && up.iter().all(|s| s["value"][1] == "1");
+        let all_up = up.len() == 5 && up.iter().all(|s| s["value"][1] == "1");
         if all_up {
             break;
         }
