@@ -75,7 +75,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let limits = config.gateway.clone();
-    let metrics = GatewayMetrics::new(config.sources.keys().map(String::as_str));
+    let metrics = GatewayMetrics::new(
+        config
+            .sources
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.secrets.len())),
+    );
     let ready = Readiness::default();
     let addr = admin::serve(
         &limits.admin_listen,

@@ -46,7 +46,9 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
-    pub fn new<'a>(sources: impl IntoIterator<Item = &'a str>) -> Self {
+    /// `sources`: each source's name and number of secrets (their series
+    /// start at 0).
+    pub fn new<'a>(sources: impl IntoIterator<Item = (&'a str, usize)>) -> Self {
         let r = Registry::new();
         let m = Self {
             requests: counter(
@@ -88,7 +90,10 @@ impl GatewayMetrics {
             ),
             registry: r,
         };
-        for s in sources {
+        for (s, keys) in sources {
+            for k in 0..keys {
+                m.signature_keys.with_label_values(&[s, &k.to_string()]);
+            }
             for o in GATEWAY_OUTCOMES {
                 m.requests.with_label_values(&[s, o]);
             }

@@ -737,8 +737,7 @@ mod tests {
             gauge(g);
         }
         lag(adapter_lag);
-        let g = GatewayMetrics::new(["s"]);
-        g.signature_keys.with_label_values(&["s", "0"]).inc();
+        let g = GatewayMetrics::new([("s", 1)]);
         vec![r.registry, a.registry, g.registry]
     }
 
