@@ -177,7 +177,10 @@ pub fn kafka_toml(bootstrap: &str) -> String {
     if let Some(k) = KAFKA.get() {
         let table = |m: Vec<(String, String)>| {
             m.iter()
-                .map(|(k, v)| format!("{k:?} = {v:?}"))
+                .map(|(k, v)| {
+                    let quote = |x: &str| toml::Value::String(x.to_string()).to_string();
+                    format!("{} = {}", quote(k), quote(v))
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
