@@ -6,8 +6,11 @@
 //! (`event_id`, `destination`, `attempt`, `trace_id`): in text as the span
 //! prefix, in JSON under `span` and `spans`.
 
+use tracing::subscriber::Interest;
+use tracing::{span, Event, Metadata};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -46,7 +49,9 @@ pub fn init(format: LogFormat, service: &str) -> anyhow::Result<Telemetry> {
         // RUST_LOG filters the logs only; spans of every Herald crate are
         // exported whatever the log level.
         Some((layer, provider)) => (
-            Some(layer.with_filter(Targets::new().with_target("herald", LevelFilter::INFO))),
+            Some(layer.with_filter(Uncached(
+                Targets::new().with_target("herald", LevelFilter::INFO),
+            ))),
             Some(provider),
         ),
         None => (None, None),
@@ -82,5 +87,62 @@ where
         LogFormat::Text => layer.boxed(),
         LogFormat::Json => layer.json().flatten_event(true).boxed(),
     };
-    layer.with_filter(filter)
+    layer.with_filter(Uncached(filter))
+}
+
+/// A per-layer filter that never lets a callsite be cached as always
+/// enabled, so its decision is taken afresh for every event.
+///
+/// tracing-subscriber passes a per-layer filter's verdict from `enabled`
+/// to `on_event` through a thread-local; a callsite cached as "always"
+/// skips `enabled`, and reads the verdict left by the previous check. A
+/// `log` record the filter refused (rdkafka logs through `log`, e.g. when
+/// a client is created) leaves "disabled" there, and the next such event
+/// on that thread was dropped: "Adapter started." never reached the log
+/// under `RUST_LOG=info,herald_adapter=debug` (the e2e tests' setting;
+/// `adapter_stall` checks the line). tokio-rs/tracing#2519; capping the
+/// interest at "sometimes" is the fix proposed upstream.
+struct Uncached<F>(F);
+
+impl<S, F: Filter<S>> Filter<S> for Uncached<F> {
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        self.0.enabled(meta, cx)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        let interest = self.0.callsite_enabled(meta);
+        if interest.is_always() {
+            Interest::sometimes()
+        } else {
+            interest
+        }
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, cx: &Context<'_, S>) -> bool {
+        self.0.event_enabled(event, cx)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_new_span(attrs, id, cx)
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, cx: Context<'_, S>) {
+        self.0.on_record(id, values, cx)
+    }
+
+    fn on_enter(&self, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_enter(id, cx)
+    }
+
+    fn on_exit(&self, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_exit(id, cx)
+    }
+
+    fn on_close(&self, id: span::Id, cx: Context<'_, S>) {
+        self.0.on_close(id, cx)
+    }
 }

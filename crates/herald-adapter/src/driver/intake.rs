@@ -99,7 +99,7 @@ impl Driver<'_> {
         }
         st.sched.received(&tp);
         st.watch.activity(&tp, now_ms());
-        self.inject_stall(&tp);
+        self.inject_stall(st, &tp);
         let r = Received::new(m, &self.config.router.identity);
         if st.sched.is_restoring(&tp) {
             // Whether it was delivered already is in the ledger being read.
@@ -167,14 +167,19 @@ impl Driver<'_> {
     /// Fault injection for tests (`HERALD_FAULT_STALL_PARTITION=topic:N`):
     /// once per process, stops fetching that partition behind the
     /// scheduler's back, as librdkafka does when it loses a partition's
-    /// fetch start. Never set it in production.
-    fn inject_stall(&self, tp: &Tp) {
+    /// fetch start. Never set it in production. Fires only on a flowing
+    /// partition: a pause while the ledger is read would be undone by the
+    /// scheduler's own resume when the read ends (seen in CI).
+    fn inject_stall(&self, st: &State, tp: &Tp) {
         use std::sync::atomic::{AtomicBool, Ordering};
         static FIRED: AtomicBool = AtomicBool::new(false);
         let Ok(target) = std::env::var("HERALD_FAULT_STALL_PARTITION") else {
             return;
         };
-        if target != format!("{}:{}", tp.0, tp.1) || FIRED.swap(true, Ordering::SeqCst) {
+        if target != format!("{}:{}", tp.0, tp.1)
+            || !st.sched.is_flowing(tp)
+            || FIRED.swap(true, Ordering::SeqCst)
+        {
             return;
         }
         let mut tpl = rdkafka::TopicPartitionList::new();
