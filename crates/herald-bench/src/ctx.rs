@@ -40,6 +40,15 @@ pub struct Plan {
     /// How long to wait for the last measured events to arrive.
     #[serde(with = "secs")]
     pub drain_timeout: Duration,
+    /// Peer scenario: the peer's (a JVM's) warm-up before its window…
+    #[serde(with = "secs")]
+    pub peer_warmup: Duration,
+    /// …partitions and concurrency of both sides…
+    pub peer_concurrency: usize,
+    /// …events of the 30%-503 runs…
+    pub peer_fault_events: u64,
+    /// …and of the SIGKILL runs.
+    pub peer_kill_events: u64,
     /// Records per Kafka perf-tool run.
     pub perf_records: u64,
     pub perf_reps: usize,
@@ -70,6 +79,10 @@ impl Plan {
             latency_warmup: Duration::from_secs(3),
             latency_measure: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            peer_warmup: Duration::from_secs(15),
+            peer_concurrency: 16,
+            peer_fault_events: 5_000,
+            peer_kill_events: 50_000,
             perf_records: 400_000,
             perf_reps: 4,
         }
@@ -87,10 +100,26 @@ impl Plan {
             latency_warmup: Duration::from_secs(1),
             latency_measure: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(20),
+            peer_warmup: Duration::from_secs(3),
+            peer_fault_events: 300,
+            peer_kill_events: 3_000,
             perf_records: 20_000,
             perf_reps: 1,
             ..Self::full()
         }
+    }
+}
+
+impl Plan {
+    /// The peer's latency rates: the latency scenario's (the first only in
+    /// quick mode).
+    pub fn peer_rates(&self) -> Vec<f64> {
+        let n = if self.mode == "quick" {
+            1
+        } else {
+            self.rates.len()
+        };
+        self.rates.iter().copied().take(n).collect()
     }
 }
 

@@ -27,13 +27,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "broker",
     "router",
     "adapter",
     "latency",
     "isolation",
     "gateway",
+    "peer",
 ];
 
 /// Benchmarks Herald's router and adapter against hand-written baselines on
@@ -66,7 +67,7 @@ struct Args {
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Only these scenarios: broker, router, adapter, latency, isolation,
-    /// gateway (footprint comes from router, adapter and latency).
+    /// gateway, peer (footprint comes from router, adapter and latency).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Repetitions of each measurement (default 3, or 1 with --quick).
@@ -198,8 +199,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    if secured.is_some() && args.only.iter().any(|o| o == "broker") {
-        bail!("--only broker cannot run with --kafka-config: Kafka's perf tools take Java client settings");
+    for java in ["broker", "peer"] {
+        if secured.is_some() && args.only.iter().any(|o| o == java) {
+            bail!("--only {java} cannot run with --kafka-config: it runs Java clients, which take Java client settings");
+        }
     }
     let bootstrap =
         match secured.or_else(|| args.bootstrap.clone().filter(|b| !b.trim().is_empty())) {
@@ -292,6 +295,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             Err(e) => note("isolation", e),
         }
     }
+    let mut peer = None;
+    if want("peer") && args.kafka_config.is_none() {
+        match scenarios::peer::peer(&ctx).await {
+            Ok(r) => peer = Some(r),
+            Err(e) => note("peer", e),
+        }
+    }
     if !broker_failed {
         for rep in perf_reps.div_ceil(2)..perf_reps {
             match scenarios::broker::broker_rep(&ctx, sizes.delivery, rep).await {
@@ -326,6 +336,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         latency,
         isolation,
         gateway,
+        peer,
         footprint,
         broker,
         ratios: BTreeMap::new(),

@@ -110,6 +110,14 @@ impl Service {
         }
     }
 
+    /// SIGKILL at once: no chance to commit or flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// SIGTERM, up to ten seconds to exit, then SIGKILL.
     pub fn stop(&mut self) {
         let Some(mut c) = self.child.take() else {

@@ -94,6 +94,7 @@ pub struct Results {
     pub latency: Option<Vec<RateResult>>,
     pub isolation: Option<IsolationResult>,
     pub gateway: Option<crate::scenarios::gateway::GatewayResult>,
+    pub peer: Option<crate::scenarios::peer::PeerResult>,
     pub footprint: Option<FootprintResult>,
     pub broker: Option<BrokerResult>,
     /// The headline ratios, by name.
@@ -219,6 +220,11 @@ impl Results {
         if let Some(x) = &self.gateway {
             for (k, v) in x.ratios() {
                 r.insert(format!("inbound: {k}"), v);
+            }
+        }
+        if let Some(x) = &self.peer {
+            for (k, v) in x.ratios() {
+                r.insert(format!("peer: {k}"), v);
             }
         }
         if let Some(x) = &self.isolation {
@@ -438,6 +444,7 @@ impl Results {
         crate::scenarios::gateway::markdown(self.gateway.as_ref(), &mut s);
         self.md_footprint(&mut s);
         self.md_broker(&mut s);
+        crate::scenarios::peer_md::markdown(self.peer.as_ref(), self.latency.as_deref(), &mut s);
 
         let mut notes = NOTES.to_string();
         for (k, v) in self.placeholders() {

@@ -5,7 +5,10 @@
 //!   the measurement window, the time from produce (`data.t`, microseconds
 //!   since the epoch, written by the load generator) to arrival;
 //! - `POST /flaky` hangs on 3 requests in 10 (longer than the adapter's
-//!   timeout) and answers 204 to the rest.
+//!   timeout) and answers 204 to the rest;
+//! - `POST /tally/<name>` answers 503 to a set share of requests (none
+//!   unless [`Sink::set_fail_share`]) and 204 to the rest, counting the
+//!   accepted requests per `webhook-id`: what arrived, and what twice.
 //!
 //! It is deliberately minimal (no signature check, no duplicate tracking) so
 //! that the destination costs the same and as little as possible for Herald
@@ -13,7 +16,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::serve::ListenerExt;
 use axum::Router;
 use std::collections::HashMap;
@@ -48,6 +51,26 @@ struct Shared {
     window_start: AtomicU64,
     window_end: AtomicU64,
     routes: Mutex<HashMap<String, Arrivals>>,
+    tallies: Mutex<HashMap<String, Tally>>,
+    fail_share: Mutex<HashMap<String, f64>>,
+    /// xorshift state: which requests a failing route refuses.
+    dice: AtomicU64,
+}
+
+/// What `/tally/<name>` accepted, by event id.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Requests, accepted or refused.
+    pub requests: u64,
+    /// Accepted requests per event id.
+    pub accepted: HashMap<String, u32>,
+}
+
+impl Tally {
+    /// Accepted requests beyond the first of their event.
+    pub fn duplicates(&self) -> u64 {
+        self.accepted.values().map(|n| u64::from(n - 1)).sum()
+    }
 }
 
 pub struct Sink {
@@ -65,6 +88,7 @@ impl Sink {
         });
         let shared = Arc::new(Shared::default());
         shared.flaky_hang_ms.store(2000, Ordering::Relaxed);
+        shared.dice.store(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -120,6 +144,36 @@ impl Sink {
             .map_or(0, |a| a.latencies_us.len())
     }
 
+    /// `/tally/<name>` answers 503 to `share` (0..1) of its requests.
+    pub fn set_fail_share(&self, name: &str, share: f64) {
+        self.shared
+            .fail_share
+            .lock()
+            .expect("sink lock")
+            .insert(name.to_string(), share);
+    }
+
+    /// What `/tally/<name>` accepted so far.
+    pub fn tally(&self, name: &str) -> Tally {
+        self.shared
+            .tallies
+            .lock()
+            .expect("sink lock")
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Events `/tally/<name>` accepted at least once so far.
+    pub fn tally_unique(&self, name: &str) -> usize {
+        self.shared
+            .tallies
+            .lock()
+            .expect("sink lock")
+            .get(name)
+            .map_or(0, |t| t.accepted.len())
+    }
+
     pub fn arrivals(&self, name: &str) -> Arrivals {
         self.shared
             .routes
@@ -141,8 +195,57 @@ struct Data {
     t: u64,
 }
 
-async fn handle(State(s): State<Arc<Shared>>, uri: Uri, body: Bytes) -> StatusCode {
+/// A uniform draw in [0, 1) from a shared xorshift64.
+fn roll(s: &Shared) -> f64 {
+    let mut x = s.dice.load(Ordering::Relaxed);
+    loop {
+        let mut y = x;
+        y ^= y << 13;
+        y ^= y >> 7;
+        y ^= y << 17;
+        match s
+            .dice
+            .compare_exchange_weak(x, y, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => return (y >> 11) as f64 / (1u64 << 53) as f64,
+            Err(now) => x = now,
+        }
+    }
+}
+
+fn tally(s: &Shared, name: &str, headers: &HeaderMap) -> StatusCode {
+    let share = s
+        .fail_share
+        .lock()
+        .expect("sink lock")
+        .get(name)
+        .copied()
+        .unwrap_or(0.0);
+    let refuse = share > 0.0 && roll(s) < share;
+    let mut tallies = s.tallies.lock().expect("sink lock");
+    let t = tallies.entry(name.to_string()).or_default();
+    t.requests += 1;
+    if refuse {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(none)");
+    *t.accepted.entry(id.to_string()).or_default() += 1;
+    StatusCode::NO_CONTENT
+}
+
+async fn handle(
+    State(s): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let path = uri.path();
+    if let Some(name) = path.strip_prefix("/tally/") {
+        return tally(&s, name, &headers);
+    }
     if path == "/fast" {
         s.fast.fetch_add(1, Ordering::Relaxed);
         return StatusCode::NO_CONTENT;

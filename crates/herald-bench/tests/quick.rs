@@ -140,6 +140,50 @@ fn quick_run_measures_every_scenario() {
             );
         }
     }
+    let peer = &r["peer"];
+    for side in ["adapter", "peer", "http-loop"] {
+        positive(
+            &format!("peer scenario throughput, {side}"),
+            median(&peer["throughput"][side]["rate"]),
+        );
+        positive(
+            &format!("peer scenario CPU, {side}"),
+            median(&peer["throughput"][side]["cpu_s_per_million"]),
+        );
+    }
+    for run in ["faults", "kill"] {
+        for side in ["adapter", "peer"] {
+            let o = &peer[run][side];
+            let n = |k: &str| {
+                o[k].as_u64()
+                    .unwrap_or_else(|| panic!("{run} {side} {k}: {o}"))
+            };
+            assert_eq!(
+                n("delivered") + n("dead_lettered") + n("lost"),
+                n("events"),
+                "{run}, {side}: every event is counted once: {o}"
+            );
+            positive(&format!("{run} {side} requests"), n("requests") as f64);
+        }
+        // Herald's guarantee; the peer's figures are reported, not judged.
+        assert_eq!(
+            peer[run]["adapter"]["lost"], 0,
+            "{run}: Herald lost events: {peer}"
+        );
+    }
+    let dead = peer["faults"]["adapter"]["dead_lettered"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        dead > 0,
+        "30% 503 with three attempts dead-letters some events: {peer}"
+    );
+    for l in peer["latency"].as_array().expect("peer latency") {
+        positive(
+            "peer latency p50",
+            l["latency"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
     let footprint = &r["footprint"];
     for (rate, services) in footprint["at_rate"]
         .as_object()
@@ -170,6 +214,7 @@ fn quick_run_measures_every_scenario() {
         "## 4. Isolation",
         "## 5. Footprint",
         "## 6. Broker",
+        "## 7. The peer",
     ] {
         assert!(md.contains(heading), "benchmarks.md lacks {heading}");
     }

@@ -32,7 +32,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut lat_us: Vec<u64>, missing: u64) -> Self {
+    pub(crate) fn of(mut lat_us: Vec<u64>, missing: u64) -> Self {
         lat_us.extend(std::iter::repeat_n(u64::MAX, missing as usize));
         lat_us.sort_unstable();
         let ms = |p: f64| match percentile(&lat_us, p) {

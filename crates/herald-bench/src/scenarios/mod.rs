@@ -3,4 +3,7 @@
 pub mod broker;
 pub mod gateway;
 pub mod latency;
+pub mod peer;
+pub mod peer_md;
+mod peer_settle;
 pub mod throughput;

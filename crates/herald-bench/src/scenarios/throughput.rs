@@ -47,7 +47,7 @@ pub struct Side {
 }
 
 impl Side {
-    fn of(runs: Vec<Run>) -> Self {
+    pub(crate) fn of(runs: Vec<Run>) -> Self {
         let f = |g: fn(&Run) -> f64| Summary::of(runs.iter().map(g).collect());
         Self {
             rate: f(|r| r.rate),
@@ -58,7 +58,7 @@ impl Side {
         }
     }
 
-    fn rates(&self) -> Vec<f64> {
+    pub(crate) fn rates(&self) -> Vec<f64> {
         self.runs.iter().map(|r| r.rate).collect()
     }
 }
@@ -69,9 +69,10 @@ impl Side {
 /// if the backlog ran out too early for that (at least a second), it is the
 /// samples between 5% and 95% of the backlog instead, flagged `depleted`.
 /// `count` returns the records processed so far.
-async fn measure(
+pub(crate) async fn measure(
     ctx: &Ctx,
     svc: &mut Service,
+    warmup: Duration,
     total: f64,
     mut count: impl FnMut() -> anyhow::Result<f64>,
 ) -> anyhow::Result<Run> {
@@ -97,10 +98,7 @@ async fn measure(
         tokio::time::sleep(tick).await;
     }
     let t0 = Instant::now();
-    let (warm_end, end) = (
-        t0 + ctx.plan.warmup,
-        t0 + ctx.plan.warmup + ctx.plan.measure,
-    );
+    let (warm_end, end) = (t0 + warmup, t0 + warmup + ctx.plan.measure);
     let mut samples: Vec<Sample> = Vec::new();
     let mut depleted = false;
     loop {
@@ -243,7 +241,7 @@ pub async fn router(ctx: &Ctx) -> anyhow::Result<RouterResult> {
                 }
             };
             let watch = workload::OffsetWatch::new(&ctx.bootstrap, &group, &input, p.partitions)?;
-            let run = measure(ctx, &mut svc, p.router_backlog as f64, || {
+            let run = measure(ctx, &mut svc, p.warmup, p.router_backlog as f64, || {
                 Ok(watch.committed()? as f64)
             })
             .await;
@@ -387,7 +385,7 @@ pub async fn adapter(ctx: &Ctx) -> anyhow::Result<AdapterResult> {
                 } else {
                     f64::INFINITY
                 };
-                let run = measure(ctx, &mut svc, total, || {
+                let run = measure(ctx, &mut svc, p.warmup, total, || {
                     Ok(ctx.sink.fast_count() as f64 - start)
                 })
                 .await;
@@ -421,8 +419,18 @@ pub async fn adapter(ctx: &Ctx) -> anyhow::Result<AdapterResult> {
     })
 }
 
-/// A delivery record as the router writes it for event `i`.
+/// A delivery record as the router writes it for event `i`, to `fast`.
 fn delivery_record(run: &str, i: u64, routed_at: i64) -> (Vec<u8>, Vec<u8>, OwnedHeaders) {
+    delivery_record_to("fast", run, i, routed_at)
+}
+
+/// A delivery record as the router writes it for event `i`, to `dest`.
+pub(crate) fn delivery_record_to(
+    dest: &str,
+    run: &str,
+    i: u64,
+    routed_at: i64,
+) -> (Vec<u8>, Vec<u8>, OwnedHeaders) {
     let event = workload::event(run, i, 0);
     let key = workload::event_key(&event);
     let mut hs = OwnedHeaders::new();
@@ -433,7 +441,7 @@ fn delivery_record(run: &str, i: u64, routed_at: i64) -> (Vec<u8>, Vec<u8>, Owne
     hs = add_header(hs, h::CONTENT_TYPE, "application/avro");
     let d = Delivery {
         event,
-        destination: "fast".into(),
+        destination: dest.into(),
         attempts: 0,
         routed_at,
         first_attempt_at: None,
