@@ -111,8 +111,9 @@ pub fn markdown(x: Option<&PeerResult>, herald: Option<&[RateResult]>, s: &mut S
     let _ = writeln!(
         s,
         "**End-to-end latency**, producer → sink. Herald's figure is the whole pipeline of \
-         section 3 (router + adapter, 3 destinations, a transaction per batch); the peer has no \
-         router: producer → events topic → peer → sink, one destination.\n"
+         section 3 (router + adapter, 3 destinations, a transaction per batch, 16 requests in flight \
+         per adapter); the peer has no router: producer → events topic → peer → sink, one \
+         destination, its listener concurrency = the topic's partitions (section 3's).\n"
     );
     let _ = writeln!(
         s,
