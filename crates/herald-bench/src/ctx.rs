@@ -226,6 +226,31 @@ impl Ctx {
         )
     }
 
+    /// Starts the raw reqwest loop POSTing the `count` events of `run` to
+    /// `destination`'s URL with its client settings.
+    pub fn start_http_loop(
+        &self,
+        config: &std::path::Path,
+        destination: &str,
+        run: &str,
+        count: u64,
+        env: &[(String, String)],
+        log_name: &str,
+    ) -> anyhow::Result<Service> {
+        let args = [
+            "http-loop".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--destination".into(),
+            destination.to_string(),
+            "--run".into(),
+            run.to_string(),
+            "--count".into(),
+            count.to_string(),
+        ];
+        self.start_baseline(&args, env, log_name)
+    }
+
     /// Starts a baseline subcommand of this executable.
     pub fn start_baseline(
         &self,

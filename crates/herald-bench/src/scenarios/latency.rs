@@ -131,37 +131,8 @@ async fn drive(
         s.wait_ready(&ctx.http, Duration::from_secs(60)).await?;
     }
     let flaky_before = ctx.sink.flaky_count();
-    let start = now_us() + p.latency_warmup.as_micros() as u64;
-    let end = start + p.latency_measure.as_micros() as u64;
-    ctx.sink.set_window(start, end);
-    let total = p.latency_warmup + p.latency_measure + Duration::from_secs(1);
-    let load = LoadGen::start(
-        &ctx.bootstrap,
-        &cfg.topics.input,
-        prefix,
-        rate,
-        total,
-        (start, end),
-    )?;
-
-    // Footprint over the measurement window.
-    tokio::time::sleep(p.latency_warmup).await;
-    let mut fps: Vec<Footprint> = services.iter().map(|s| Footprint::start(s.pid)).collect();
-    let window_end = Instant::now() + p.latency_measure;
-    while Instant::now() < window_end {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        for (s, fp) in services.iter_mut().zip(&mut fps) {
-            s.check_alive()?;
-            fp.observe(s.pid);
-        }
-    }
-    while !load.is_finished() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let measured = load.in_window.load(std::sync::atomic::Ordering::Relaxed);
-    let achieved =
-        load.sent.load(std::sync::atomic::Ordering::Relaxed) as f64 / total.as_secs_f64();
-    load.join()?;
+    let (fps, measured, achieved) =
+        offer(ctx, &mut services, &cfg.topics.input, prefix, rate).await?;
 
     // Drain: every measured event at every healthy destination.
     let deadline = Instant::now() + p.drain_timeout;
@@ -199,13 +170,7 @@ async fn drive(
                 .strip_prefix(&format!("{prefix}-"))
                 .unwrap_or(&s.name)
                 .to_string();
-            let cost = ServiceCost {
-                peak_rss_mb: fp.peak_mb(),
-                steady_rss_mb: fp.steady_mb(),
-                cpu_s: fp.cpu_s(),
-                cpu_s_per_million: fp.cpu_per_million(measured as f64),
-            };
-            (name, cost)
+            (name, ServiceCost::of(fp, measured))
         })
         .collect();
     Ok(PipelineRun {
@@ -218,6 +183,55 @@ async fn drive(
         flaky_requests,
         services: costs,
     })
+}
+
+/// Produces `rate` events/s to `topic` through the warm-up, the measured
+/// window and one more second, sampling `/proc` of `services` over the
+/// window. Returns their footprints, the events produced in the window and
+/// the rate achieved.
+pub(crate) async fn offer(
+    ctx: &Ctx,
+    services: &mut [Service],
+    topic: &str,
+    prefix: &str,
+    rate: f64,
+) -> anyhow::Result<(Vec<Footprint>, u64, f64)> {
+    let p = &ctx.plan;
+    let start = now_us() + p.latency_warmup.as_micros() as u64;
+    let end = start + p.latency_measure.as_micros() as u64;
+    ctx.sink.set_window(start, end);
+    let total = p.latency_warmup + p.latency_measure + Duration::from_secs(1);
+    let load = LoadGen::start(&ctx.bootstrap, topic, prefix, rate, total, (start, end))?;
+    tokio::time::sleep(p.latency_warmup).await;
+    let mut fps: Vec<Footprint> = services.iter().map(|s| Footprint::start(s.pid)).collect();
+    let window_end = Instant::now() + p.latency_measure;
+    while Instant::now() < window_end {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (s, fp) in services.iter_mut().zip(&mut fps) {
+            s.check_alive()?;
+            fp.observe(s.pid);
+        }
+    }
+    while !load.is_finished() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let measured = load.in_window.load(std::sync::atomic::Ordering::Relaxed);
+    let achieved =
+        load.sent.load(std::sync::atomic::Ordering::Relaxed) as f64 / total.as_secs_f64();
+    load.join()?;
+    Ok((fps, measured, achieved))
+}
+
+impl ServiceCost {
+    /// What `fp` says a service cost for `events` events.
+    pub fn of(fp: &Footprint, events: u64) -> Self {
+        Self {
+            peak_rss_mb: fp.peak_mb(),
+            steady_rss_mb: fp.steady_mb(),
+            cpu_s: fp.cpu_s(),
+            cpu_s_per_million: fp.cpu_per_million(events as f64),
+        }
+    }
 }
 
 /// Percentile summaries across repetitions.

@@ -19,12 +19,11 @@
 
 pub use super::peer_settle::Outcome;
 use crate::ctx::Ctx;
-use crate::procs::{Footprint, Service};
+use crate::procs::Service;
 use crate::scenarios::latency::{Percentiles, ServiceCost};
 use crate::scenarios::throughput::{delivery_record_to, measure, Run, Side};
-use crate::sink::now_us;
 use crate::stats::{paired_ratio, Summary};
-use crate::workload::{self, DestSpec, LoadGen};
+use crate::workload::{self, DestSpec};
 use anyhow::{bail, Context};
 use rdkafka::message::OwnedHeaders;
 use serde::Serialize;
@@ -280,21 +279,7 @@ async fn throughput(ctx: &Ctx, peer: &Peer, c: usize) -> anyhow::Result<BTreeMap
                     c,
                     &log,
                 )?,
-                _ => {
-                    let args = [
-                        "http-loop",
-                        "--config",
-                        &path.display().to_string(),
-                        "--destination",
-                        dest,
-                        "--run",
-                        &prefix,
-                        "--count",
-                        &n.to_string(),
-                    ]
-                    .map(String::from);
-                    ctx.start_baseline(&args, &[], &log)?
-                }
+                _ => ctx.start_http_loop(&path, dest, &prefix, n, &[], &log)?,
             };
             let start = ctx.sink.fast_count() as f64;
             let total = if side == "http-loop" {
@@ -345,26 +330,8 @@ async fn latency_at(ctx: &Ctx, peer: &Peer, rate: f64) -> anyhow::Result<PeerLat
         &format!("{prefix}-peer"),
     )?;
     peer_ready(&mut svc).await?;
-    let start = now_us() + p.latency_warmup.as_micros() as u64;
-    let end = start + p.latency_measure.as_micros() as u64;
-    ctx.sink.set_window(start, end);
-    let total = p.latency_warmup + p.latency_measure + Duration::from_secs(1);
-    let load = LoadGen::start(&ctx.bootstrap, &topic, &prefix, rate, total, (start, end))?;
-    tokio::time::sleep(p.latency_warmup).await;
-    let mut fp = Footprint::start(svc.pid);
-    let window_end = Instant::now() + p.latency_measure;
-    while Instant::now() < window_end {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        svc.check_alive()?;
-        fp.observe(svc.pid);
-    }
-    while !load.is_finished() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let measured = load.in_window.load(std::sync::atomic::Ordering::Relaxed);
-    let achieved =
-        load.sent.load(std::sync::atomic::Ordering::Relaxed) as f64 / total.as_secs_f64();
-    load.join()?;
+    let (fps, measured, achieved) =
+        super::latency::offer(ctx, std::slice::from_mut(&mut svc), &topic, &prefix, rate).await?;
     super::peer_settle::wait_for(&mut svc, p.drain_timeout, || {
         ctx.sink.measured("peer") as u64 >= measured
     })
@@ -379,12 +346,7 @@ async fn latency_at(ctx: &Ctx, peer: &Peer, rate: f64) -> anyhow::Result<PeerLat
         measured_events: measured,
         missing,
         latency: Percentiles::of(lat, missing),
-        cost: ServiceCost {
-            peak_rss_mb: fp.peak_mb(),
-            steady_rss_mb: fp.steady_mb(),
-            cpu_s: fp.cpu_s(),
-            cpu_s_per_million: fp.cpu_per_million(measured as f64),
-        },
+        cost: ServiceCost::of(&fps[0], measured),
     };
     ctx.log(format!(
         "peer: latency at {rate}/s: p50 {:.1} ms, p99 {:.1} ms, missing {missing}",

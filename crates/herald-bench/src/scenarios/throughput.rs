@@ -364,19 +364,7 @@ pub async fn adapter(ctx: &Ctx) -> anyhow::Result<AdapterResult> {
                         ctx.start_adapter(&path, dest, &env, &log)?
                     }
                     _ => {
-                        let args = [
-                            "http-loop",
-                            "--config",
-                            &path.display().to_string(),
-                            "--destination",
-                            dest,
-                            "--run",
-                            &prefix,
-                            "--count",
-                            &p.adapter_backlog.to_string(),
-                        ]
-                        .map(String::from);
-                        ctx.start_baseline(&args, &env, &log)?
+                        ctx.start_http_loop(&path, dest, &prefix, p.adapter_backlog, &env, &log)?
                     }
                 };
                 let start = ctx.sink.fast_count() as f64;
