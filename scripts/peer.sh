@@ -40,6 +40,8 @@ check_tools() {
     die "Java $v found at $java; the peer (Spring Boot 4) needs Java 17+"
   fi
   command -v mvn >/dev/null || die "mvn not found: Maven is needed to build the peer (e.g. apt-get install maven)"
+  [[ -x ${java%/java}/javac ]] || command -v javac >/dev/null ||
+    die "javac not found: the peer is compiled, so it needs a JDK, not only a JRE (e.g. apt-get install openjdk-17-jdk-headless)"
 }
 
 sources_hash() {
