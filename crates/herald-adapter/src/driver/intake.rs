@@ -172,11 +172,16 @@ impl Driver<'_> {
     /// scheduler's own resume when the read ends (seen in CI).
     fn inject_stall(&self, st: &State, tp: &Tp) {
         use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::OnceLock;
         static FIRED: AtomicBool = AtomicBool::new(false);
-        let Ok(target) = std::env::var("HERALD_FAULT_STALL_PARTITION") else {
+        // Read once: this runs for every record.
+        static TARGET: OnceLock<Option<String>> = OnceLock::new();
+        let target = TARGET.get_or_init(|| std::env::var("HERALD_FAULT_STALL_PARTITION").ok());
+        let Some(target) = target else {
             return;
         };
-        if target != format!("{}:{}", tp.0, tp.1)
+        if FIRED.load(Ordering::Relaxed)
+            || *target != format!("{}:{}", tp.0, tp.1)
             || !st.sched.is_flowing(tp)
             || FIRED.swap(true, Ordering::SeqCst)
         {

@@ -8,7 +8,6 @@ use crate::ctx::Ctx;
 use crate::procs::Service;
 use crate::sink::Tally;
 use crate::workload;
-use anyhow::bail;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -120,7 +119,7 @@ pub(super) async fn settle_runs(
         // Late duplicates (a redelivered batch) arrive just after.
         tokio::time::sleep(Duration::from_secs(2)).await;
         svc.stop();
-        let dead = read_dead_ids(&ctx.bootstrap, &dlq, side == "adapter").await?;
+        let dead = read_dead_ids(&cfg, &dlq, side == "adapter").await?;
         let o = outcome(&ctx.sink.tally(&name), &dead, n, settle_s);
         ctx.log(format!(
             "peer: {} {side}: {o:?}",
@@ -169,14 +168,15 @@ fn outcome(t: &Tally, dead: &HashSet<String>, n: u64, settle_s: f64) -> Outcome 
 /// Event ids in a dead-letter topic: Herald's letters carry `ce_id`, the
 /// peer's are the event JSON itself.
 async fn read_dead_ids(
-    bootstrap: &str,
+    cfg: &herald_core::config::Config,
     topic: &str,
     herald: bool,
 ) -> anyhow::Result<HashSet<String>> {
-    let (b, t) = (bootstrap.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
-        read_all(&b, &t, |m| {
-            use rdkafka::message::{Headers, Message};
+    use rdkafka::message::{Headers, Message};
+    let letters = herald_core::kafka::read_topic_to_end(cfg, topic).await?;
+    Ok(letters
+        .iter()
+        .filter_map(|m| {
             if herald {
                 m.headers()?
                     .iter()
@@ -188,62 +188,5 @@ async fn read_dead_ids(
                 v["id"].as_str().map(str::to_string)
             }
         })
-    })
-    .await?
-}
-
-/// Reads `topic` from the start to its end (committed records only) and
-/// collects what `pick` finds in each record.
-fn read_all(
-    bootstrap: &str,
-    topic: &str,
-    pick: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> Option<String>,
-) -> anyhow::Result<HashSet<String>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
-    let c: BaseConsumer = workload::client(bootstrap)
-        .set("group.id", format!("{topic}.reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let Some(t) = md.topics().first() else {
-        return Ok(HashSet::new());
-    };
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in t.partitions() {
-        let (low, high) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        if high > low {
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
-            ends.insert(p.id(), high);
-        }
-    }
-    let mut out = HashSet::new();
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    c.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Until every partition's position reached its end (transaction
-    // markers included, hence positions rather than records).
-    while !ends.is_empty() && Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m?;
-            if let Some(id) = pick(&m) {
-                out.insert(id);
-            }
-        }
-        let pos = c.position()?;
-        ends.retain(|p, end| {
-            !matches!(pos.find_partition(topic, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *end)
-        });
-    }
-    if !ends.is_empty() {
-        bail!(
-            "reading {topic}: partitions {:?} not read to their end in 60 s",
-            ends.keys()
-        );
-    }
-    Ok(out)
+        .collect())
 }
