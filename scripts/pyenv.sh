@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints the path of a Python interpreter with tests/py/requirements.txt
-# installed (the providers' signing libraries the gateway tests use),
+# installed (the providers' signing libraries the gateway tests use and
+# confluent-kafka's AvroSerializer for the registry tests),
 # creating the venv the first time. Cached by the requirements' hash under
 # HERALD_PY_CACHE (default ~/.cache/herald/py). Progress goes to stderr.
 set -euo pipefail
@@ -12,7 +13,7 @@ VENV="${HERALD_PY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/herald/py}/venv-$hash"
 mkdir -p "$(dirname "$VENV")"
 exec 9>"$VENV.lock"
 flock 9
-if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c 'import stripe, standardwebhooks, svix' 2>/dev/null; then
+if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -c 'import stripe, standardwebhooks, svix, confluent_kafka.schema_registry.avro' 2>/dev/null; then
   echo "pyenv.sh: installing $(grep -v '^#' "$REQ" | tr '\n' ' ')into $VENV" >&2
   rm -rf "$VENV"
   if ! python3 -m venv "$VENV" 2>/dev/null; then

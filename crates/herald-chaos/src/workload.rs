@@ -213,12 +213,16 @@ mod tests {
 
     fn decode(p: &Planned) -> Result<herald_core::envelope::Event, String> {
         let (_, value, headers) = encode(p);
-        decode_input(Some(&value), |n| {
-            headers
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.as_str())
-        })
+        decode_input(
+            Some(&value),
+            |n| {
+                headers
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.as_str())
+            },
+            &Default::default(),
+        )
         .map_err(|e| e.reason().to_string())
     }
 

@@ -4,6 +4,7 @@
 mod check;
 mod dlq;
 mod produce;
+mod schemas;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,10 @@ enum Command {
     Dlq(dlq::DlqCmd),
     /// Live per-destination counts of delivered, retrying and dead-lettered events.
     Watch(watch::WatchArgs),
+    /// Check Herald's Avro schemas for backward compatibility with older
+    /// versions (a previous release's schemas/, the Schema Registry).
+    #[command(subcommand)]
+    Schemas(schemas::SchemasCmd),
 }
 
 #[derive(Subcommand)]
@@ -79,8 +84,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A schema check is a file check and loads the config only for
+    // --registry; it does its own error reporting (exit 2: no verdict).
+    let command = match cli.command {
+        Command::Schemas(cmd) => {
+            return Ok(schemas::run(cli.config.as_deref(), cmd, cli.json).await)
+        }
+        other => other,
+    };
     let config = Config::load(cli.config.as_deref())?;
-    match cli.command {
+    match command {
         Command::Config(ConfigCmd::Check) => {
             config.check_secrets(None)?;
             check::config_check(&config, cli.json)
@@ -91,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Produce(args) => produce::run(&config, args, cli.json).await,
         Command::Dlq(cmd) => dlq::run(&config, cmd, cli.json).await,
         Command::Watch(args) => watch::run(&config, args, cli.json).await,
+        Command::Schemas(_) => unreachable!("handled before the config is loaded"),
     }
 }
 

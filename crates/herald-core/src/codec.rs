@@ -140,6 +140,9 @@ pub enum InvalidInput {
     /// `id` or `source` cannot travel as an HTTP header value (`webhook-id`,
     /// `ce_source`): control characters, or `id` not visible ASCII.
     Id(String),
+    /// Framed for a Schema Registry that could not tell its schema (not
+    /// configured, or unreachable for longer than `outage_hold`).
+    Registry(String),
 }
 
 impl InvalidInput {
@@ -149,26 +152,30 @@ impl InvalidInput {
             Self::Schema(_) => "schema",
             Self::Empty => "empty",
             Self::Id(_) => "id",
+            Self::Registry(_) => "registry",
         }
     }
 
     pub fn message(&self) -> String {
         match self {
-            Self::Decode(m) | Self::Schema(m) | Self::Id(m) => m.clone(),
+            Self::Decode(m) | Self::Schema(m) | Self::Id(m) | Self::Registry(m) => m.clone(),
             Self::Empty => "record has no value".into(),
         }
     }
 }
 
 /// Every reason label, for metrics and docs.
-pub const INVALID_REASONS: [&str; 4] = ["decode", "schema", "empty", "id"];
+pub const INVALID_REASONS: [&str; 5] = ["decode", "schema", "empty", "id", "registry"];
 
 /// Decodes a product event from an input record. Accepts, in this order:
 /// CloudEvents binary mode (`ce_*` headers, JSON value), Avro single-object
-/// encoding of `schemas/event.avsc`, and CloudEvents structured JSON.
+/// encoding of `schemas/event.avsc`, Avro in the Confluent wire format with
+/// a writer schema from `registry` (resolved against `schemas/event.avsc`),
+/// and CloudEvents structured JSON.
 pub fn decode_input<'a>(
     value: Option<&[u8]>,
     header: impl Fn(&str) -> Option<&'a str>,
+    registry: &crate::registry::WriterSchemas,
 ) -> Result<Event, InvalidInput> {
     let value = value.filter(|v| !v.is_empty()).ok_or(InvalidInput::Empty)?;
     let event = if header(headers::CE_SPECVERSION).is_some() || header(headers::CE_TYPE).is_some() {
@@ -186,6 +193,11 @@ pub fn decode_input<'a>(
         }
     } else if value.starts_with(&SINGLE_OBJECT_MAGIC) {
         let e = Event::from_avro(value).map_err(|e| InvalidInput::Decode(e.to_string()))?;
+        serde_json::from_str::<serde_json::Value>(&e.data)
+            .map_err(|err| InvalidInput::Schema(format!("Avro event data is not JSON: {err}")))?;
+        e
+    } else if let Some((id, body)) = crate::registry::unframe(value) {
+        let e = registry.decode(id, body)?;
         serde_json::from_str::<serde_json::Value>(&e.data)
             .map_err(|err| InvalidInput::Schema(format!("Avro event data is not JSON: {err}")))?;
         e
@@ -593,6 +605,7 @@ mod tests {
         let e = decode_input(
             Some(br#"{"specversion":"1.0","id":"1","source":"/s","type":"user.signed_up","time":"2026-01-02T03:04:05.123+01:00","tenant":"acme","data":{"a":1}}"#),
             no_headers,
+            &Default::default(),
         )
         .unwrap();
         assert_eq!(e.r#type, "user.signed_up");
@@ -609,7 +622,7 @@ mod tests {
             "ce_type" => Some("payment.failed"),
             _ => None,
         };
-        let e = decode_input(Some(br#"{"x":true}"#), h).unwrap();
+        let e = decode_input(Some(br#"{"x":true}"#), h, &Default::default()).unwrap();
         assert_eq!((e.id.as_str(), e.r#type.as_str()), ("9", "payment.failed"));
     }
 
@@ -617,14 +630,37 @@ mod tests {
     fn avro_input_decodes() {
         let bytes = sample_event().to_avro().unwrap();
         assert_eq!(
-            decode_input(Some(&bytes), no_headers).unwrap(),
+            decode_input(Some(&bytes), no_headers, &Default::default()).unwrap(),
+            sample_event()
+        );
+    }
+
+    #[test]
+    fn registry_framed_input_decodes_with_its_writer_schema() {
+        let mut schemas = crate::registry::WriterSchemas::default();
+        let framed = |id| {
+            let mut body = Vec::new();
+            Event::writer()
+                .write_ser(&mut body, &sample_event())
+                .unwrap();
+            crate::registry::frame(id, &body)
+        };
+        let e = decode_input(Some(&framed(42)), no_headers, &schemas).unwrap_err();
+        assert_eq!(e.reason(), "registry");
+        schemas.learn(42, Ok(EVENT_AVSC.into()), std::time::Instant::now());
+        assert_eq!(
+            decode_input(Some(&framed(42)), no_headers, &schemas).unwrap(),
             sample_event()
         );
     }
 
     #[test]
     fn bad_input_is_classified() {
-        let r = |v: &[u8]| decode_input(Some(v), no_headers).unwrap_err().reason();
+        let r = |v: &[u8]| {
+            decode_input(Some(v), no_headers, &Default::default())
+                .unwrap_err()
+                .reason()
+        };
         assert_eq!(r(b"not json"), "decode");
         assert_eq!(r(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9]), "decode");
         assert_eq!(r(br#"[1,2]"#), "schema");
@@ -640,7 +676,9 @@ mod tests {
         );
         assert_eq!(r(br#"{"id":1,"source":"/s","type":"a"}"#), "schema");
         assert_eq!(
-            decode_input(None, no_headers).unwrap_err().reason(),
+            decode_input(None, no_headers, &Default::default())
+                .unwrap_err()
+                .reason(),
             "empty"
         );
     }
@@ -649,7 +687,11 @@ mod tests {
     fn ids_and_sources_must_be_header_safe() {
         let reason = |id: &str, source: &str| {
             let v = serde_json::json!({"id": id, "source": source, "type": "t.x", "data": {}});
-            match decode_input(Some(v.to_string().as_bytes()), no_headers) {
+            match decode_input(
+                Some(v.to_string().as_bytes()),
+                no_headers,
+                &Default::default(),
+            ) {
                 Ok(_) => "ok",
                 Err(e) => e.reason(),
             }

@@ -22,6 +22,7 @@ pub mod lagprobe;
 pub mod metrics;
 pub mod otel;
 pub mod ratelimit;
+pub mod registry;
 pub mod retry;
 pub mod routing;
 pub mod signal;

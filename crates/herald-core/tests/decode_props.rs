@@ -16,12 +16,16 @@ use serde_json::Value;
 type Headers = Vec<(String, String)>;
 
 fn decode(value: Option<&[u8]>, headers: &Headers) -> Result<Event, InvalidInput> {
-    decode_input(value, |name| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    })
+    decode_input(
+        value,
+        |name| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        },
+        &Default::default(),
+    )
 }
 
 /// What must hold for any input: no panic (the call returns), a rejection

@@ -3,10 +3,12 @@
 //! (timeouts, 503s, 429s, fixed statuses, signature checks) and counts what it
 //! saw in [`RouteStats`], so end-to-end tests, the demo and benchmarks can
 //! check delivery (at-least-once, duplicates, signatures, trace context)
-//! against a server they control.
+//! against a server they control. [`registry::TestRegistry`] is a
+//! Confluent-compatible Schema Registry for tests.
 
 mod behaviour;
 pub mod provider;
+pub mod registry;
 mod sink;
 mod stats;
 

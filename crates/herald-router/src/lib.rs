@@ -13,6 +13,7 @@ mod invalid;
 mod positions;
 mod restore;
 mod route;
+mod schemas;
 mod txn;
 
 pub use restore::restore_start;
@@ -169,6 +170,7 @@ fn route_loop(
     }
     info!(%transactional_id, host = ?instance::os_hostname(), input = %config.topics.input, destinations = config.destinations.len(), "Router started.");
 
+    let mut lookup = schemas::SchemaLookup::new(config)?;
     let event_types = BoundedLabel::new(200);
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(config.router.batch_max_records);
     let mut settled: HashMap<(i32, i64), Settled> = HashMap::new();
@@ -230,6 +232,12 @@ fn route_loop(
         if !collect(config, &consumer, &mut batch) {
             continue;
         }
+        if lookup.prefetch(&batch, metrics, stop, |d| idle_poll(&consumer, d)) {
+            // The wait polled past the batch: read it again, with its
+            // schemas now known or settled as unavailable.
+            recovering = true;
+            continue;
+        }
         metrics.records_read.inc_by(batch.len() as u64);
         let t0 = Instant::now();
         let mut guard = dedupe.as_ref().map(|d| d.lock().expect("dedupe lock"));
@@ -240,6 +248,7 @@ fn route_loop(
             &batch,
             metrics,
             &event_types,
+            &lookup.schemas,
             guard.as_deref_mut(),
             &settled,
         )
@@ -385,6 +394,7 @@ fn route_batch(
     batch: &[OwnedMessage],
     metrics: &RouterMetrics,
     event_types: &BoundedLabel,
+    schemas: &herald_core::registry::WriterSchemas,
     mut dedupe: Option<&mut Dedupe>,
     settled: &HashMap<(i32, i64), Settled>,
 ) -> Result<(), BatchError> {
@@ -401,6 +411,7 @@ fn route_batch(
             m,
             metrics,
             event_types,
+            schemas,
             dedupe.as_deref_mut(),
             settled.get(&origin),
         );

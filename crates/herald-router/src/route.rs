@@ -12,6 +12,7 @@ use herald_core::identity::{identity, missing_field};
 use herald_core::kafka::{add_header, header_str};
 use herald_core::metrics::{BoundedLabel, RouterMetrics};
 use herald_core::otel::{self, TraceHeaders};
+use herald_core::registry::WriterSchemas;
 use herald_core::time::now_ms;
 use rdkafka::message::{Headers, Message, OwnedHeaders};
 use tracing::debug;
@@ -51,16 +52,19 @@ pub fn route_record<M: Message>(
     event_types: &BoundedLabel,
     dedupe: Option<&mut Dedupe>,
 ) -> Vec<Output> {
-    route_record_settled(config, m, metrics, event_types, dedupe, None)
+    let none = WriterSchemas::default();
+    route_record_settled(config, m, metrics, event_types, &none, dedupe, None)
 }
 
 /// [`route_record`], where `settled` names a record whose outputs failed
 /// for good on an earlier try: it goes to the invalid topic.
+#[allow(clippy::too_many_arguments)]
 pub fn route_record_settled<M: Message>(
     config: &Config,
     m: &M,
     metrics: &RouterMetrics,
     event_types: &BoundedLabel,
+    schemas: &WriterSchemas,
     dedupe: Option<&mut Dedupe>,
     settled: Option<&Settled>,
 ) -> Vec<Output> {
@@ -83,7 +87,7 @@ pub fn route_record_settled<M: Message>(
         let hs = add_header(hs, h::ORIGINAL_PARTITION, &m.partition().to_string());
         add_header(hs, h::ORIGINAL_OFFSET, &m.offset().to_string())
     };
-    let event = match decode_input(m.payload(), |n| header_str(m, n)) {
+    let event = match decode_input(m.payload(), |n| header_str(m, n), schemas) {
         Ok(e) => e,
         Err(invalid) => {
             let msg = invalid.message();
@@ -275,6 +279,7 @@ mod tests {
             &m,
             &RouterMetrics::new(),
             &BoundedLabel::new(10),
+            &WriterSchemas::default(),
             None,
             None,
         );
@@ -305,6 +310,7 @@ mod tests {
                 &m,
                 &RouterMetrics::new(),
                 &BoundedLabel::new(10),
+                &WriterSchemas::default(),
                 None,
                 None
             )
@@ -322,8 +328,15 @@ mod tests {
             br#"{"id":"e1","source":"/s","type":"payment.failed","data":{}}"#,
             None,
         );
-        let first =
-            route_record_settled(&c, &m, &metrics, &BoundedLabel::new(10), Some(&mut d), None);
+        let first = route_record_settled(
+            &c,
+            &m,
+            &metrics,
+            &BoundedLabel::new(10),
+            &WriterSchemas::default(),
+            Some(&mut d),
+            None,
+        );
         let topics: Vec<_> = first.iter().map(|o| o.topic.as_str()).collect();
         assert_eq!(
             topics,
@@ -339,8 +352,15 @@ mod tests {
             "changelog partition = input partition"
         );
         d.commit();
-        let again =
-            route_record_settled(&c, &m, &metrics, &BoundedLabel::new(10), Some(&mut d), None);
+        let again = route_record_settled(
+            &c,
+            &m,
+            &metrics,
+            &BoundedLabel::new(10),
+            &WriterSchemas::default(),
+            Some(&mut d),
+            None,
+        );
         assert!(again.is_empty());
         assert_eq!(
             metrics
@@ -373,6 +393,7 @@ mod tests {
                 &msg(v.as_bytes(), None),
                 &metrics,
                 &BoundedLabel::new(10),
+                &WriterSchemas::default(),
                 Some(&mut d),
                 None,
             );
@@ -387,6 +408,7 @@ mod tests {
             &msg(ok, None),
             &metrics,
             &BoundedLabel::new(10),
+            &WriterSchemas::default(),
             Some(&mut d),
             None,
         );
@@ -408,6 +430,7 @@ mod tests {
             &msg(big.as_bytes(), None),
             &metrics,
             &BoundedLabel::new(10),
+            &WriterSchemas::default(),
             Some(&mut d),
             None,
         );
@@ -430,6 +453,7 @@ mod tests {
             &msg(ok, None),
             &metrics,
             &BoundedLabel::new(10),
+            &WriterSchemas::default(),
             None,
             Some(&s),
         );
@@ -442,15 +466,16 @@ mod tests {
         let metrics = RouterMetrics::new();
         let out = route_record_settled(
             &config(),
-            &msg(b"\x00\xffgarbage", None),
+            &msg(b"\xff\xfegarbage", None),
             &metrics,
             &BoundedLabel::new(10),
+            &WriterSchemas::default(),
             None,
             None,
         );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].topic, "herald.invalid");
-        assert_eq!(out[0].value, b"\x00\xffgarbage");
+        assert_eq!(out[0].value, b"\xff\xfegarbage");
         let reason = out[0]
             .headers
             .iter()

@@ -14,7 +14,9 @@ use std::path::Path;
 use std::time::Duration;
 
 mod kafka;
+mod registry;
 pub use kafka::KafkaConfig;
+pub use registry::{RegistryAuth, SchemaRegistryConfig};
 
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "HERALD__";
@@ -63,6 +65,10 @@ pub struct Config {
     /// `herald-gateway` at `POST /webhooks/<name>`.
     #[serde(default)]
     pub sources: BTreeMap<String, crate::sources::SourceConfig>,
+    /// A Confluent-compatible Schema Registry for input records in the
+    /// Confluent wire format; without it such records are invalid.
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -661,6 +667,9 @@ impl Config {
             d.route.validate(&key("route"))?;
         }
         crate::sources::validate(&self.gateway, &self.sources, &self.topics.input)?;
+        if let Some(r) = &self.schema_registry {
+            r.validate()?;
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
     exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -383,6 +383,12 @@ pub struct RouterMetrics {
     pub lag: LagMetrics,
     /// Dedupe restores that did not finish (routing went on without them).
     pub dedupe_restore_failures: IntCounter,
+    /// Schema Registry lookups by outcome (fetched, not_found, unavailable,
+    /// refused).
+    pub schema_lookups: IntCounterVec,
+    /// How long the current batch has waited for an unreachable schema
+    /// registry; 0 when it is not waiting.
+    pub registry_wait: IntGauge,
 }
 
 impl RouterMetrics {
@@ -402,9 +408,23 @@ impl RouterMetrics {
         .expect("valid metric");
         r.register(Box::new(dedupe_restore_failures.clone()))
             .expect("unique metric");
+        let registry_wait = IntGauge::new(
+            "herald_router_registry_wait_seconds",
+            "How long the current batch has waited for an unreachable schema registry (0: not waiting).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(registry_wait.clone()))
+            .expect("unique metric");
         let m = Self {
             records_read,
             dedupe_restore_failures,
+            registry_wait,
+            schema_lookups: counter(
+                &r,
+                "herald_router_registry_lookups_total",
+                "Schema Registry lookups of writer schema ids, by outcome.",
+                &["outcome"],
+            ),
             received: counter(
                 &r,
                 "herald_router_events_received_total",
@@ -455,6 +475,9 @@ impl RouterMetrics {
         // the first abort.
         for outcome in ["commit", "abort"] {
             m.transactions.with_label_values(&[outcome]);
+        }
+        for outcome in ["fetched", "not_found", "unavailable", "refused"] {
+            m.schema_lookups.with_label_values(&[outcome]);
         }
         m.batch_duration.with_label_values(&[] as &[&str]);
         m
@@ -675,10 +698,14 @@ mod tests {
             batch_duration,
             lag: router_lag,
             dedupe_restore_failures,
+            schema_lookups,
+            registry_wait,
         } = &r;
         records_read.inc();
         dedupe_restore_failures.inc();
+        registry_wait.set(1);
         for c in [
+            schema_lookups,
             received,
             deduplicated,
             routed,
