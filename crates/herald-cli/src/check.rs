@@ -1,13 +1,14 @@
 //! `herald config check`: validate the configuration (secrets included)
 //! and explain what it sets up — destinations, and the gateway's sources.
 
-use herald_core::config::Config;
+use herald_core::config::{Config, RegistryAuth};
 use herald_core::sources::{Framing, ResolvedSource};
 use herald_core::time::compact_duration;
 use std::process::ExitCode;
 
 pub fn config_check(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let names = config.topic_names();
+    let registry = registry_line(config)?;
     if json {
         let dests: serde_json::Map<_, _> = config
             .destinations
@@ -30,7 +31,7 @@ pub fn config_check(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"ok": true, "bootstrap_servers": config.kafka.bootstrap_servers, "input": config.topics.input, "destinations": dests, "sources": sources_json(config)?})
+            serde_json::json!({"ok": true, "bootstrap_servers": config.kafka.bootstrap_servers, "input": config.topics.input, "destinations": dests, "sources": sources_json(config)?, "schema_registry": registry})
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -41,6 +42,13 @@ pub fn config_check(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         config.topics.input,
         names.router_group()
     );
+    match &registry {
+        Some(line) => println!("  schema registry: {line}"),
+        None => println!(
+            "  schema registry: none (records in the Confluent wire format go to {}, reason registry)",
+            names.invalid()
+        ),
+    }
     if config.destinations.is_empty() {
         println!("  warning: no destinations configured; every event will be unrouted");
     }
@@ -87,6 +95,30 @@ pub fn config_check(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     }
     print_sources(config)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registry settings in a line, its credentials and CA file resolved
+/// and read as the router will (an error names the key). Not contacted.
+fn registry_line(config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(r) = &config.schema_registry else {
+        return Ok(None);
+    };
+    let auth = match r.auth()? {
+        RegistryAuth::None => "no auth".to_string(),
+        RegistryAuth::Basic { username, .. } => format!("basic auth as {username}"),
+        RegistryAuth::Bearer(_) => "bearer token".to_string(),
+    };
+    let ca = match r.ca_pem()? {
+        Some(_) => format!(", CA {}", r.ca_file.as_deref().unwrap_or_default()),
+        None => String::new(),
+    };
+    Ok(Some(format!(
+        "{} ({auth}{ca}; timeout {}, unreachable → hold up to {} then {}, reason registry)",
+        r.url,
+        compact_duration(r.timeout),
+        compact_duration(r.outage_hold),
+        config.topic_names().invalid()
+    )))
 }
 
 /// What a source's scheme checks, in a line.

@@ -127,3 +127,81 @@ impl SchemaRegistryConfig {
             .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, RegistryAuth};
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        Config::from_toml_with_env(
+            toml,
+            "t.toml",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn broken_registry_settings_are_refused_by_key() {
+        let cases = [
+            ("url = \"registry:8081\"", "schema_registry.url"),
+            (
+                "url = \"http://r\"\nusername = \"u\"",
+                "schema_registry.username",
+            ),
+            (
+                "url = \"http://r\"\npassword = \"env:X\"",
+                "schema_registry.password",
+            ),
+            (
+                "url = \"http://r\"\nusername = \"u\"\npassword = \"p\"\nbearer_token = \"t\"",
+                "schema_registry.bearer_token",
+            ),
+            (
+                "url = \"http://r\"\ntimeout = \"0s\"",
+                "schema_registry.timeout",
+            ),
+            ("url = \"http://r\"\nurls = \"x\"", "urls"),
+        ];
+        for (body, key) in cases {
+            let err = load(&format!("[schema_registry]\n{body}\n"), &[]).unwrap_err();
+            assert!(err.contains(key), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn credentials_resolve_by_reference_and_never_show() {
+        let c = load(
+            "[schema_registry]\nurl = \"https://sr\"\nusername = \"key\"\npassword = \"env:HERALD_TEST_SR_PW\"\n",
+            &[],
+        )
+        .unwrap();
+        let r = c.schema_registry.as_ref().unwrap();
+        let err = r.auth().unwrap_err().to_string();
+        assert!(
+            err.contains("schema_registry.password") && err.contains("HERALD_TEST_SR_PW"),
+            "{err}"
+        );
+        std::env::set_var("HERALD_TEST_SR_PW", "s3cr3t-value");
+        let auth = r.auth().unwrap();
+        assert!(
+            matches!(&auth, RegistryAuth::Basic { username, password } if username == "key" && password == "s3cr3t-value")
+        );
+        assert!(!format!("{auth:?}").contains("s3cr3t"));
+        let missing_ca = load(
+            "[schema_registry]\nurl = \"https://sr\"\nca_file = \"/no/such/ca.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        let err = missing_ca
+            .schema_registry
+            .unwrap()
+            .ca_pem()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("schema_registry.ca_file") && err.contains("/no/such/ca.pem"),
+            "{err}"
+        );
+    }
+}
