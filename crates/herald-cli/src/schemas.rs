@@ -249,12 +249,7 @@ async fn checks(config_path: Option<&Path>, args: &CheckArgs) -> Result<Vec<Chec
 mod tests {
     use super::*;
 
-    /// `text` with its record fields edited by `f`.
-    fn edit(text: &str, f: impl FnOnce(&mut Vec<serde_json::Value>)) -> String {
-        let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
-        f(v["fields"].as_array_mut().unwrap());
-        v.to_string()
-    }
+    use herald_core::registry::compat::edit_fields as edit;
 
     /// event.avsc plus an int `priority` field, with or without a default.
     fn with_priority(default: bool) -> String {

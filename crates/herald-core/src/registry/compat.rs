@@ -16,16 +16,22 @@ pub fn backward(new: &str, old: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A record schema's JSON text with its fields edited by `f`: the older and
+/// newer versions of a schema that compatibility tests need.
+///
+/// # Panics
+/// When `text` is not a record schema's JSON.
+pub fn edit_fields(text: &str, f: impl FnOnce(&mut Vec<serde_json::Value>)) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(text).expect("schema JSON");
+    f(v["fields"].as_array_mut().expect("a record schema"));
+    v.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::{ATTEMPT_AVSC, DELIVERY_AVSC, EVENT_AVSC};
-
-    fn edit(text: &str, f: impl FnOnce(&mut Vec<serde_json::Value>)) -> String {
-        let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
-        f(v["fields"].as_array_mut().unwrap());
-        v.to_string()
-    }
+    use edit_fields as edit;
 
     #[test]
     fn a_schema_is_backward_compatible_with_itself() {

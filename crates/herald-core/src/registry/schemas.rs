@@ -163,24 +163,19 @@ fn full_name(s: &Schema) -> String {
 mod tests {
     use super::*;
     use crate::codec::EVENT_AVSC;
+    use crate::registry::compat::edit_fields;
     use apache_avro::types::Value;
 
     /// event.avsc with `tenant` removed (one version older) or with a
     /// `priority` field added (one version newer).
-    pub(crate) fn older() -> String {
-        let mut v: serde_json::Value = serde_json::from_str(EVENT_AVSC).unwrap();
-        let fields = v["fields"].as_array_mut().unwrap();
-        fields.retain(|f| f["name"] != "tenant");
-        v.to_string()
+    fn older() -> String {
+        edit_fields(EVENT_AVSC, |f| f.retain(|x| x["name"] != "tenant"))
     }
 
-    pub(crate) fn newer() -> String {
-        let mut v: serde_json::Value = serde_json::from_str(EVENT_AVSC).unwrap();
-        v["fields"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({"name": "priority", "type": "int", "default": 0}));
-        v.to_string()
+    fn newer() -> String {
+        edit_fields(EVENT_AVSC, |f| {
+            f.push(serde_json::json!({"name": "priority", "type": "int", "default": 0}))
+        })
     }
 
     fn encode(schema: &str, fields: &[(&str, Value)]) -> Vec<u8> {
@@ -251,12 +246,8 @@ mod tests {
         let now = Instant::now();
         let mut s = WriterSchemas::default();
         // A writer without a field the reader has no default for.
-        let mut v: serde_json::Value = serde_json::from_str(EVENT_AVSC).unwrap();
-        v["fields"]
-            .as_array_mut()
-            .unwrap()
-            .retain(|f| f["name"] != "data");
-        s.learn(4, Ok(v.to_string()), now);
+        let no_data = edit_fields(EVENT_AVSC, |f| f.retain(|x| x["name"] != "data"));
+        s.learn(4, Ok(no_data), now);
         let e = s.decode(4, b"").unwrap_err();
         assert_eq!(e.reason(), "decode");
         assert!(
