@@ -260,3 +260,121 @@ async fn registry_outages_hold_then_settle_and_unknown_ids_are_invalid() {
     }
     assert!(metrics.contains("herald_router_events_invalid_total{reason=\"registry\"} 3"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn herald_records_are_registry_framed_and_read_by_a_registry_aware_consumer() {
+    let registry = TestRegistry::start().await.unwrap();
+    let mut healthy = Behaviour::healthy();
+    healthy.secret = Some(SECRET.to_string());
+    let sink = Sink::start(vec![
+        ("/a".to_string(), healthy),
+        ("/b".to_string(), Behaviour::status(400)),
+    ])
+    .await
+    .unwrap();
+    let mut p = Pipeline::new(
+        "registry-output",
+        vec![
+            Dest::new("a", sink.url("/a")),
+            Dest::new("b", sink.url("/b")),
+        ],
+    )
+    .await;
+    p.append_config(&format!(
+        "[schema_registry]\nurl = \"{}\"\n\n[output]\nformat = \"registry\"\n",
+        registry.url()
+    ));
+    p.start_all();
+    let ids = p.produce_events(10, "subscription.started").await;
+    let want: HashSet<String> = ids.iter().cloned().collect();
+    wait_until("events reach destination a", LONG, || {
+        sink.delivered_ids("/a").is_superset(&want)
+    })
+    .await;
+
+    // Every Herald record is framed with the id registered for its topic.
+    let names = p.config.topic_names();
+    let attempts_topic = names.attempts();
+    let attempt_id = registry.register(
+        &value_subject(&attempts_topic),
+        herald_core::codec::ATTEMPT_AVSC,
+    );
+    let delivery_id = registry.register(
+        &value_subject(&names.dest("a")),
+        herald_core::codec::DELIVERY_AVSC,
+    );
+    for (topic, id) in [
+        (names.dest("a"), delivery_id),
+        (attempts_topic.clone(), attempt_id),
+    ] {
+        let records = p.read(&topic).await;
+        assert!(!records.is_empty(), "{topic}");
+        for m in &records {
+            let v = rdkafka::Message::payload(m).unwrap();
+            assert_eq!(&v[..5], &frame(id, &[])[..], "{topic} is registry-framed");
+        }
+    }
+
+    // The adapter of b read its framed deliveries and dead-lettered them
+    // (400: permanent); the CLI reads the framed dead letters.
+    let mut listed = serde_json::Value::Null;
+    wait_until("the CLI lists b's dead letters", LONG, || {
+        let out = p.cli(&["--json", "dlq", "list", "--destination", "b"]);
+        listed = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        listed.as_array().is_some_and(|a| a.len() == 10)
+    })
+    .await;
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["reason"] == "permanent" && e["last_status"] == 400));
+
+    // A consumer that is not Herald reads the attempts through the registry.
+    let out = Command::new(python())
+        .arg(herald_e2e::repo_root().join("tests/py/avro_consumer.py"))
+        .args([
+            &herald_e2e::bootstrap(),
+            &attempts_topic,
+            &registry.url(),
+            "20",
+        ])
+        .output()
+        .expect("running avro_consumer.py");
+    assert!(
+        out.status.success(),
+        "avro_consumer.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let attempts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let seen: HashSet<(String, String)> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a["event_id"].as_str().unwrap().to_string(),
+                a["destination"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for id in &ids {
+        for d in ["a", "b"] {
+            assert!(
+                seen.contains(&(id.clone(), d.to_string())),
+                "{id} {d}: {attempts:?}"
+            );
+        }
+    }
+
+    // `herald schemas check --registry` compares Herald's schemas with what
+    // its subjects hold.
+    let out = p.cli(&["--json", "schemas", "check", "--registry"]);
+    let checks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{checks:?}");
+    let attempts_subject = value_subject(&attempts_topic);
+    assert!(
+        checks.iter().any(|c| c["schema"] == "attempt.avsc"
+            && c["against"].as_str().unwrap().contains(&attempts_subject)
+            && c["compatible"] == true),
+        "{checks:?}"
+    );
+}

@@ -53,6 +53,7 @@ const LAG_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Runs the adapter for `destination` until SIGTERM or SIGINT.
 pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
     let dc = config.destination(&destination)?.clone();
+    herald_core::registry::output::init(&config).await?;
     let names = config.topic_names();
     let group = names.adapter_group(&destination);
     let metrics = AdapterMetrics::new();

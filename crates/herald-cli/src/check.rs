@@ -112,8 +112,14 @@ fn registry_line(config: &Config) -> anyhow::Result<Option<String>> {
         Some(_) => format!(", CA {}", r.ca_file.as_deref().unwrap_or_default()),
         None => String::new(),
     };
+    let output = match config.output.format {
+        herald_core::config::OutputFormat::Registry => {
+            "; Herald's records registry-framed under <topic>-value"
+        }
+        herald_core::config::OutputFormat::SingleObject => "",
+    };
     Ok(Some(format!(
-        "{} ({auth}{ca}; timeout {}, unreachable → hold up to {} then {}, reason registry)",
+        "{} ({auth}{ca}; timeout {}, unreachable → hold up to {} then {}, reason registry{output})",
         r.url,
         compact_duration(r.timeout),
         compact_duration(r.outage_hold),

@@ -102,8 +102,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             topics_apply(&config, dry_run, cli.json).await
         }
         Command::Produce(args) => produce::run(&config, args, cli.json).await,
-        Command::Dlq(cmd) => dlq::run(&config, cmd, cli.json).await,
-        Command::Watch(args) => watch::run(&config, args, cli.json).await,
+        Command::Dlq(cmd) => {
+            herald_core::registry::output::init(&config).await?;
+            dlq::run(&config, cmd, cli.json).await
+        }
+        Command::Watch(args) => {
+            herald_core::registry::output::init(&config).await?;
+            watch::run(&config, args, cli.json).await
+        }
         Command::Schemas(_) => unreachable!("handled before the config is loaded"),
     }
 }

@@ -4,10 +4,10 @@
 //! under the input topic's subject?
 
 use herald_core::codec::{ATTEMPT_AVSC, DEAD_LETTER_AVSC, DELIVERY_AVSC, EVENT_AVSC, LEDGER_AVSC};
-use herald_core::config::Config;
+use herald_core::config::{Config, OutputFormat};
 use herald_core::registry::client::SubjectVersion;
 use herald_core::registry::compat::backward;
-use herald_core::registry::{value_subject, RegistryClient};
+use herald_core::registry::{output, value_subject, RegistryClient};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -53,7 +53,9 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DIR")]
     against: Option<PathBuf>,
     /// Check the Event schema against the latest version registered under
-    /// the input topic's subject (`<topics.input>-value`).
+    /// the input topic's subject (`<topics.input>-value`) and, with
+    /// `output.format = "registry"`, each of Herald's schemas against its
+    /// topics' subjects.
     #[arg(long)]
     registry: bool,
     /// Read the new schemas from this directory instead of the bundled ones
@@ -178,8 +180,15 @@ fn against_dir(new: &[(&'static str, String)], dir: &Path) -> Result<Vec<Check>,
         .collect()
 }
 
-/// The Event schema against the subject's latest registered version.
-fn against_registry(event: &str, url: &str, subject: &str, v: Option<&SubjectVersion>) -> Check {
+/// A schema (`file`, text `new`) against the subject's latest registered
+/// version.
+fn against_registry(
+    file: &'static str,
+    new: &str,
+    url: &str,
+    subject: &str,
+    v: Option<&SubjectVersion>,
+) -> Check {
     let against = match v {
         Some(SubjectVersion { id, version, .. }) => {
             format!("{url} subject {subject} version {version} (id {id})")
@@ -189,7 +198,18 @@ fn against_registry(event: &str, url: &str, subject: &str, v: Option<&SubjectVer
     let old = v
         .map(|v| v.schema.as_str())
         .ok_or_else(|| format!("subject {subject} is not registered at {url}: nothing to compare"));
-    Check::new("event.avsc", event, against, old)
+    Check::new(file, new, against, old)
+}
+
+/// The schema file of a record type.
+fn file_of(record: &str) -> &'static str {
+    match record {
+        "Delivery" => "delivery.avsc",
+        "Attempt" => "attempt.avsc",
+        "DeadLetter" => "dead_letter.avsc",
+        "LedgerEntry" => "ledger.avsc",
+        _ => "event.avsc",
+    }
 }
 
 fn exit_code(checks: &[Check]) -> u8 {
@@ -239,8 +259,23 @@ async fn checks(config_path: Option<&Path>, args: &CheckArgs) -> Result<Vec<Chec
         let subject = value_subject(&config.topics.input);
         let latest = client.latest(&subject).await.map_err(|e| e.to_string())?;
         let event = &new[0].1; // BUNDLED[0]: event.avsc
-        let check = against_registry(event, client.url(), &subject, latest.as_ref());
+        let check = against_registry("event.avsc", event, client.url(), &subject, latest.as_ref());
         out.push(check);
+        // Herald's own subjects, when it registers its schemas.
+        if config.output.format == OutputFormat::Registry {
+            for (subject, name, _) in output::subjects(&config) {
+                let file = file_of(name);
+                let text = &new.iter().find(|(f, _)| *f == file).expect("bundled").1;
+                let latest = client.latest(&subject).await.map_err(|e| e.to_string())?;
+                out.push(against_registry(
+                    file,
+                    text,
+                    client.url(),
+                    &subject,
+                    latest.as_ref(),
+                ));
+            }
+        }
     }
     Ok(out)
 }
@@ -352,7 +387,13 @@ mod tests {
                 version: 3,
                 schema,
             });
-            against_registry(EVENT_AVSC, "http://r", "events-value", v.as_ref())
+            against_registry(
+                "event.avsc",
+                EVENT_AVSC,
+                "http://r",
+                "events-value",
+                v.as_ref(),
+            )
         };
         // A producer one version ahead (a field Herald ignores) or behind.
         let newer = check(Some(with_priority(false)));

@@ -26,8 +26,10 @@ pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("not Avro single-object encoded (no C3 01 marker)")]
+    #[error("not Avro single-object encoded (no C3 01 marker) nor registry-framed")]
     NotSingleObject,
+    #[error("registry schema id {0} is not a {1} schema this Herald registered or learned at start-up (output.format = \"registry\")")]
+    UnknownSchemaId(u32, &'static str),
     #[error("writer schema fingerprint {0} is not a {1} schema Herald knows")]
     UnknownFingerprint(String, &'static str),
     #[error("Avro: {0}")]
@@ -64,15 +66,33 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
     /// Serialises straight to Avro with the schema-aware serializer, without
     /// building an intermediate `Value` tree and resolving it against the
     /// schema (byte-for-byte the same output; see the tests).
+    /// Framed as single-object encoding, or in the Confluent wire format
+    /// once [`crate::registry::output::init`] registered the schema.
     fn to_avro(&self) -> Result<Vec<u8>, CodecError> {
-        let info = Self::schema_info();
         let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(&info.header);
+        match crate::registry::output::own_id(Self::NAME) {
+            Some(id) => {
+                out.push(crate::registry::WIRE_MAGIC);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            None => out.extend_from_slice(&Self::schema_info().header),
+        }
         Self::writer().write_ser(&mut out, self)?;
         Ok(out)
     }
 
+    /// Reads either framing; a registry-framed record needs its id known
+    /// to [`crate::registry::output`].
     fn from_avro(bytes: &[u8]) -> Result<Self, CodecError> {
+        if let Some((id, mut body)) = crate::registry::unframe(bytes) {
+            use crate::registry::output::{reader, Reader};
+            let value = match reader(Self::NAME, id) {
+                Some(Reader::Own) => Self::reader().read_value(&mut body)?,
+                Some(Reader::Resolving(r)) => r.read_value(&mut body)?,
+                None => return Err(CodecError::UnknownSchemaId(id, Self::NAME)),
+            };
+            return Ok(apache_avro::from_value(&value)?);
+        }
         let info = Self::schema_info();
         if bytes.len() < 10 || bytes[..2] != SINGLE_OBJECT_MAGIC {
             return Err(CodecError::NotSingleObject);

@@ -253,14 +253,14 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    /// Decodes a ledger value in either form: Avro single-object
-    /// (`schemas/ledger.avsc`), or the untyped JSON that ledgers held before
+    /// Decodes a ledger value in either form: Avro (`schemas/ledger.avsc`,
+    /// single-object or registry-framed), or the untyped JSON that ledgers held before
     /// it, `{"state":"delivered","attempts":1,"at":…}`. A JSON entry has no
     /// identity, event id or source (they are empty): its record key is the
     /// event id. `None` for anything else, tombstones included.
     pub fn decode_any(bytes: &[u8]) -> Option<LedgerEntry> {
         use crate::codec::{AvroRecord, SINGLE_OBJECT_MAGIC};
-        if bytes.starts_with(&SINGLE_OBJECT_MAGIC) {
+        if bytes.starts_with(&SINGLE_OBJECT_MAGIC) || crate::registry::unframe(bytes).is_some() {
             return LedgerEntry::from_avro(bytes).ok();
         }
         #[derive(Deserialize)]

@@ -46,6 +46,7 @@ const SETTLED_KEEP_BYTES: usize = 16 * 1024;
 /// Runs the router until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
+    herald_core::registry::output::init(&config).await?;
     let metrics = RouterMetrics::new();
     let ready = Readiness::default();
     let addr = admin::serve(

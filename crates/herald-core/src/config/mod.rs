@@ -16,7 +16,7 @@ use std::time::Duration;
 mod kafka;
 mod registry;
 pub use kafka::KafkaConfig;
-pub use registry::{RegistryAuth, SchemaRegistryConfig};
+pub use registry::{OutputConfig, OutputFormat, RegistryAuth, SchemaRegistryConfig};
 
 /// Prefix of environment variables that override the file.
 pub const ENV_PREFIX: &str = "HERALD__";
@@ -69,6 +69,9 @@ pub struct Config {
     /// Confluent wire format; without it such records are invalid.
     #[serde(default)]
     pub schema_registry: Option<SchemaRegistryConfig>,
+    /// How Herald's own records are framed.
+    #[serde(default)]
+    pub output: OutputConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -669,6 +672,12 @@ impl Config {
         crate::sources::validate(&self.gateway, &self.sources, &self.topics.input)?;
         if let Some(r) = &self.schema_registry {
             r.validate()?;
+        }
+        if self.output.format == OutputFormat::Registry && self.schema_registry.is_none() {
+            return Err(invalid(
+                "output.format",
+                "\"registry\" needs a [schema_registry] section (url) to register Herald's schemas in",
+            ));
         }
         Ok(())
     }

@@ -40,6 +40,27 @@ pub struct SchemaRegistryConfig {
     pub outage_hold: Duration,
 }
 
+/// How Herald frames the Avro records it writes (deliveries, attempts,
+/// dead letters, ledger entries).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    /// Avro single-object encoding: readable with `schemas/` alone.
+    #[default]
+    SingleObject,
+    /// The Confluent wire format, schemas registered under
+    /// `<topic>-value` in `[schema_registry]`: readable by any registry-aware
+    /// consumer (Kafka Connect, ksqlDB, Flink, confluent-kafka).
+    Registry,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -163,6 +184,16 @@ mod tests {
             ),
             ("url = \"http://r\"\nurls = \"x\"", "urls"),
         ];
+        let err = load("[output]\nformat = \"registry\"\n", &[]).unwrap_err();
+        assert!(
+            err.contains("output.format") && err.contains("[schema_registry]"),
+            "{err}"
+        );
+        let err = load("[output]\nformat = \"confluent\"\n", &[]).unwrap_err();
+        assert!(
+            err.contains("single-object") && err.contains("registry"),
+            "{err}"
+        );
         for (body, key) in cases {
             let err = load(&format!("[schema_registry]\n{body}\n"), &[]).unwrap_err();
             assert!(err.contains(key), "{body}: {err}");

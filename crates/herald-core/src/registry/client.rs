@@ -166,13 +166,39 @@ impl RegistryClient {
 
     /// The latest version of `subject`, `None` when the subject is unknown.
     pub async fn latest(&self, subject: &str) -> Result<Option<SubjectVersion>, RegistryError> {
+        self.version(subject, "latest").await
+    }
+
+    /// Version `version` (a number or `latest`) of `subject`, `None` when
+    /// the subject or version is unknown.
+    pub async fn version(
+        &self,
+        subject: &str,
+        version: &str,
+    ) -> Result<Option<SubjectVersion>, RegistryError> {
         let r = self.request(
             reqwest::Method::GET,
-            &format!("subjects/{}/versions/latest", encode(subject)),
+            &format!("subjects/{}/versions/{version}", encode(subject)),
         );
-        match self.send(r, &format!("subject {subject}")).await {
+        match self
+            .send(r, &format!("subject {subject} version {version}"))
+            .await
+        {
             Ok(v) => Ok(Some(v)),
             Err(RegistryError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The version numbers of `subject` (empty when it is unknown).
+    pub async fn versions(&self, subject: &str) -> Result<Vec<u32>, RegistryError> {
+        let r = self.request(
+            reqwest::Method::GET,
+            &format!("subjects/{}/versions", encode(subject)),
+        );
+        match self.send(r, &format!("subject {subject}")).await {
+            Ok(v) => Ok(v),
+            Err(RegistryError::NotFound(_)) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }

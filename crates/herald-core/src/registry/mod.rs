@@ -1,10 +1,13 @@
 //! Confluent Schema Registry support: the wire format (magic byte 0, the
 //! schema id as a 4-byte big-endian integer, then the Avro body), a client
-//! for the registry's REST API ([`client`]), and the writer schemas of input
-//! events resolved against Herald's reader schema ([`schemas`]).
+//! for the registry's REST API ([`client`]), the writer schemas of input
+//! events resolved against Herald's reader schema ([`schemas`]), Herald's own
+//! records framed the same way ([`output`]) and the compatibility rule
+//! ([`compat`]).
 
 pub mod client;
 pub mod compat;
+pub mod output;
 pub mod schemas;
 
 pub use client::{RegistryClient, RegistryError};
