@@ -251,6 +251,7 @@ async fn an_unbuildable_request_is_permanent() {
         origin_partition: 0,
         origin_offset: 0,
         history: vec![],
+        produced_at: None,
     };
     let value = delivery.to_avro().unwrap();
     let hs = add_header(OwnedHeaders::new(), h::ATTEMPT, "0");

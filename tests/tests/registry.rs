@@ -143,6 +143,11 @@ async fn serializer_events_with_older_and_newer_writer_schemas_are_delivered() {
         assert_eq!(e.time.as_deref(), Some("2026-12-08T10:00:00Z"));
         let tenant = (variant != "older").then_some("acme");
         assert_eq!(e.tenant.as_deref(), tenant, "{e:?}");
+        // The input record's timestamp rides along for end-to-end latency.
+        assert!(
+            d.produced_at.is_some_and(|t| t > 0 && t <= d.routed_at),
+            "{d:?}"
+        );
     }
     assert!(p.read(&p.config.topic_names().invalid()).await.is_empty());
     // Three writer schemas, each looked up once by the router.

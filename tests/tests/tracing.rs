@@ -368,6 +368,137 @@ async fn one_event_is_one_trace_from_router_through_attempts_to_http() {
     }
 }
 
+/// `herald produce` starts each event's trace: one producer span per event
+/// from `herald-cli`, the router's span its child, the delivery's HTTP span
+/// in the same trace. The spans are flushed before the CLI exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_produce_starts_each_events_trace_with_a_producer_span() {
+    let receiver = Receiver::start().await;
+    let sink = Sink::start(vec![("/hook".into(), signed(Behaviour::healthy()))])
+        .await
+        .unwrap();
+    let mut p = Pipeline::new("tracing-cli", vec![Dest::new("hook", sink.url("/hook"))]).await;
+    p.env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.url.clone()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+    ];
+    p.start_all();
+
+    let id_prefix = format!("{}-cli", p.prefix);
+    let mut cli = std::process::Command::new(herald_e2e::bin("herald"));
+    cli.arg("--config")
+        .arg(&p.config_path)
+        .args(["--json", "produce", "-n", "3", "--id-prefix", &id_prefix])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.url)
+        // Far beyond the CLI's run: its spans can only arrive through the
+        // flush at exit.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .env_remove("OTEL_SERVICE_NAME");
+    let out = tokio::task::spawn_blocking(move || cli.output().expect("running herald produce"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "herald produce failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json summary");
+    assert_eq!(summary["produced"], 3, "{summary}");
+
+    let input = p.input();
+    let ids: Vec<String> = (0..3).map(|i| format!("{id_prefix}-{i}")).collect();
+    // Already exported when the CLI has exited.
+    let producers: Vec<Received> = {
+        let spans = receiver.spans.lock().unwrap();
+        spans
+            .iter()
+            .filter(|r| r.service == "herald-cli")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        producers.len(),
+        3,
+        "one span per produced event, flushed at exit: {producers:#?}"
+    );
+    for s in &producers {
+        assert_eq!(s.span.kind, SpanKind::Producer as i32);
+        assert_eq!(s.span.name, format!("send {input}"));
+        assert!(s.span.parent_span_id.is_empty(), "the trace starts here");
+        assert_eq!(s.attr("messaging.system").as_deref(), Some("kafka"));
+        assert_eq!(s.attr("messaging.operation.type").as_deref(), Some("send"));
+        assert_eq!(s.attr("messaging.destination.name"), Some(input.clone()));
+        assert_eq!(
+            s.attr("cloudevents.event_id"),
+            s.attr("messaging.message.id")
+        );
+        assert!(
+            s.attr("messaging.kafka.message.key")
+                .is_some_and(|k| k.starts_with("cus_")),
+            "the record's key: {s:?}"
+        );
+        assert!(s.attr("messaging.destination.partition.id").is_some());
+        assert!(s.attr("messaging.kafka.offset").is_some());
+    }
+    let mut seen: Vec<String> = producers
+        .iter()
+        .filter_map(|s| s.attr("messaging.message.id"))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ids, "one producer span per event id");
+
+    wait_until("3 deliveries", LONG, || {
+        sink.stats("/hook").unique_delivered >= 3
+    })
+    .await;
+    let router_span = format!("process {input}");
+    let trace_of = |s: &Received| receiver.trace(&hex(&s.span.trace_id));
+    wait_until(
+        "router and HTTP spans in each producer's trace",
+        Duration::from_secs(60),
+        || {
+            producers.iter().all(|s| {
+                let t = trace_of(s);
+                t.iter().any(|r| r.span.name == router_span)
+                    && t.iter().any(|r| r.span.name == "POST")
+            })
+        },
+    )
+    .await;
+    for s in &producers {
+        let id = s.attr("messaging.message.id").unwrap();
+        let t = trace_of(s);
+        let dump = t
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {:?} span={} parent={}\n",
+                    r.service,
+                    r.span.name,
+                    hex(&r.span.span_id),
+                    hex(&r.span.parent_span_id)
+                )
+            })
+            .collect::<String>();
+        let routers: Vec<&Received> = t.iter().filter(|r| r.span.name == router_span).collect();
+        assert_eq!(routers.len(), 1, "one router span for {id}:\n{dump}");
+        let router = routers[0];
+        assert_eq!(router.service, "herald-router");
+        assert_eq!(router.attr("messaging.message.id"), Some(id.clone()));
+        assert_eq!(
+            router.span.parent_span_id, s.span.span_id,
+            "the router's span is the producer span's child:\n{dump}"
+        );
+        let http = t
+            .iter()
+            .find(|r| r.span.name == "POST")
+            .unwrap_or_else(|| panic!("an HTTP span for {id}:\n{dump}"));
+        assert_eq!(http.service, "herald-adapter:hook");
+        assert_eq!(http.span.kind, SpanKind::Client as i32);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_trace_backend_neither_blocks_delivery_nor_shutdown() {
     // A port nothing listens on.

@@ -17,7 +17,7 @@ use herald_core::envelope::{Delivery, DlqReason};
 use herald_core::headers as h;
 use herald_core::identity;
 use herald_core::kafka::{add_header, header_str};
-use herald_core::metrics::AdapterMetrics;
+use herald_core::metrics::{AdapterMetrics, BoundedLabel};
 use herald_core::otel::{self, TraceHeaders};
 use herald_core::retry::RetryPolicy;
 use herald_core::time::{compact_duration, now_ms};
@@ -93,6 +93,10 @@ pub struct Deliverer {
     pub request: Box<dyn RequestBuilder>,
     pub writer: Writer,
     pub metrics: AdapterMetrics,
+    /// Bounded `event_type` and `tenant` label values
+    /// ([`BoundedLabel::for_config`] over the destination's route).
+    pub event_types: BoundedLabel,
+    pub tenants: BoundedLabel,
     pub offsets: Arc<Mutex<OffsetTracker>>,
     /// Steps restored from the ledger; updated with this process's own.
     pub ledger: Arc<Mutex<Ledger>>,
@@ -279,7 +283,17 @@ async fn attempt(
         message,
         finished_at,
     };
-    let routed_at = delivery.routed_at;
+    // End to end: from when the producer wrote the event, when the input
+    // record's timestamp is known; from routing otherwise.
+    let since = delivery
+        .produced_at
+        .filter(|t| *t > 0)
+        .unwrap_or(delivery.routed_at);
+    let event_type = d.event_types.get(&delivery.event.r#type);
+    let tenant = match &delivery.event.tenant {
+        Some(t) => d.tenants.get(t),
+        None => "none".to_string(),
+    };
     let event_id = delivery.event.id.clone();
     let attempt_no = delivery.attempts + 1;
     let (next, mut records) = {
@@ -312,6 +326,15 @@ async fn attempt(
         Verdict::Success { .. } => "none",
         Verdict::Failure { class, .. } => class.as_str(),
     };
+    let outcome = match &next {
+        Next::Delivered => "delivered",
+        Next::Retry { .. } => "retry",
+        Next::Dead(_) => "dead-lettered",
+    };
+    d.metrics
+        .attempts_by_event
+        .with_label_values(&[dest, &event_type, &tenant, outcome])
+        .inc();
     match &next {
         Next::Delivered => {
             d.metrics
@@ -321,7 +344,7 @@ async fn attempt(
             d.metrics
                 .end_to_end
                 .with_label_values(&[dest])
-                .observe((finished_at - routed_at).max(0) as f64 / 1000.0);
+                .observe((finished_at - since).max(0) as f64 / 1000.0);
             debug!(event_id, attempt = attempt_no, "Delivered.");
         }
         Next::Retry { delay, .. } => {

@@ -38,7 +38,7 @@ use delivery::Deliverer;
 use herald_core::admin::{self, Readiness};
 use herald_core::config::Config;
 use herald_core::kafka::{client_config, producer_config};
-use herald_core::metrics::AdapterMetrics;
+use herald_core::metrics::{AdapterMetrics, BoundedLabel};
 use herald_core::time::compact_duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::collections::HashSet;
@@ -134,6 +134,8 @@ pub async fn run(config: Config, destination: String) -> anyhow::Result<()> {
             stopping: AtomicBool::new(false),
         },
         metrics: metrics.clone(),
+        event_types: BoundedLabel::for_config(&dc.route.event_types, 100),
+        tenants: BoundedLabel::for_config(&dc.route.tenants, 100),
         offsets: offsets.clone(),
         ledger: ledger.clone(),
     });

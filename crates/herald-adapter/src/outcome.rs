@@ -331,6 +331,7 @@ mod tests {
             origin_partition: 0,
             origin_offset: 5,
             history: vec![],
+            produced_at: None,
         }
     }
 

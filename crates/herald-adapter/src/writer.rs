@@ -289,6 +289,7 @@ mod tests {
                     message: "x".repeat(2000),
                 })
                 .collect(),
+            produced_at: None,
         };
         shrink_history(&mut d);
         let kept: Vec<i32> = d.history.iter().map(|e| e.attempt).collect();

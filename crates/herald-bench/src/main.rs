@@ -410,6 +410,7 @@ fn sizes(run: &str) -> Sizes {
         origin_partition: 1,
         origin_offset: 123_456,
         history: Vec::new(),
+        produced_at: None,
     };
     Sizes {
         input_event: workload::event_json(&e).len(),

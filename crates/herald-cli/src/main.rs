@@ -10,7 +10,7 @@ mod watch;
 use clap::{Parser, Subcommand};
 use herald_core::config::Config;
 use herald_core::kafka::{apply_topics, topic_plan, TopicResult};
-use herald_core::telemetry::{init_logging, LogFormat};
+use herald_core::telemetry::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -72,15 +72,27 @@ enum TopicsCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(LogFormat::Text);
+    // Logs, and span export as the services do when OTEL_EXPORTER_OTLP_ENDPOINT
+    // is set (`herald produce` starts each event's trace). Dropped after the
+    // runtime, when main returns: flushes the spans still buffered.
+    let _telemetry = match telemetry::init(LogFormat::Text, "herald-cli") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(run(cli)) {
+    let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Pending work (e.g. librdkafka clients' tasks) first, then the spans.
+    drop(rt);
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -1,9 +1,16 @@
 //! `herald produce`: sample events for demos and tests, or events from a
 //! JSON-lines file, onto the input topic.
+//!
+//! Each record carries a W3C `traceparent`. With span export on
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, see [`herald_core::otel`]) it is the
+//! context of a producer span exported per event ("send <topic>"), so the
+//! event's trace starts here; without, a random one, as an instrumented
+//! producer would send.
 
 use herald_core::config::Config;
 use herald_core::headers::TRACEPARENT;
 use herald_core::kafka::{add_header, producer_config};
+use herald_core::otel;
 use rand::{Rng, SeedableRng};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -49,7 +56,7 @@ pub struct ProduceArgs {
 pub async fn run(config: &Config, args: ProduceArgs, json: bool) -> anyhow::Result<ExitCode> {
     let producer: FutureProducer = producer_config(config).create()?;
     let topic = config.topics.input.clone();
-    let events: Box<dyn Iterator<Item = anyhow::Result<(String, String)>>> = match &args.file {
+    let events: Box<dyn Iterator<Item = anyhow::Result<Outgoing>>> = match &args.file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
@@ -61,13 +68,18 @@ pub async fn run(config: &Config, args: ProduceArgs, json: bool) -> anyhow::Resu
                     let v: serde_json::Value = serde_json::from_str(l).map_err(|e| {
                         anyhow::anyhow!("{} line {}: not JSON: {e}", path.display(), i + 1)
                     })?;
+                    let id = v.get("id").and_then(|s| s.as_str());
                     let key = v
                         .get("subject")
                         .and_then(|s| s.as_str())
-                        .or_else(|| v.get("id").and_then(|s| s.as_str()))
+                        .or(id)
                         .unwrap_or_default()
                         .to_string();
-                    Ok((key, l.to_string()))
+                    Ok(Outgoing {
+                        key,
+                        id: id.map(str::to_string),
+                        value: l.to_string(),
+                    })
                 })
                 .collect();
             Box::new(lines.into_iter())
@@ -84,7 +96,14 @@ pub async fn run(config: &Config, args: ProduceArgs, json: bool) -> anyhow::Resu
                 .clone()
                 .unwrap_or_else(|| format!("evt_{:08x}", rand::random::<u32>()));
             let limit = if args.forever { u64::MAX } else { args.count };
-            Box::new((0..limit).map(move |i| Ok(sample(&mut rng, &types, &prefix, i))))
+            Box::new((0..limit).map(move |i| {
+                let (key, value) = sample(&mut rng, &types, &prefix, i);
+                Ok(Outgoing {
+                    key,
+                    id: Some(sample_id(&prefix, i)),
+                    value,
+                })
+            }))
         }
     };
     let started = Instant::now();
@@ -97,11 +116,20 @@ pub async fn run(config: &Config, args: ProduceArgs, json: bool) -> anyhow::Resu
     });
     use futures::StreamExt;
     for ev in events {
-        let (key, value) = ev?;
+        let Outgoing { key, id, value } = ev?;
         if let Some(t) = tick.as_mut() {
             t.tick().await;
         }
-        let headers = add_header(OwnedHeaders::new(), TRACEPARENT, &new_traceparent());
+        // Ended when the broker has acknowledged the record (or refused it).
+        let span = otel::producer_span(
+            &topic,
+            id.as_deref(),
+            (!key.is_empty()).then_some(key.as_str()),
+        );
+        let headers = match otel::outgoing(&span, None) {
+            Some(t) => t.add_to(OwnedHeaders::new()),
+            None => add_header(OwnedHeaders::new(), TRACEPARENT, &new_traceparent()),
+        };
         let producer = producer.clone();
         let topic = topic.clone();
         pending.push(async move {
@@ -109,11 +137,19 @@ pub async fn run(config: &Config, args: ProduceArgs, json: bool) -> anyhow::Resu
                 .key(&key)
                 .payload(&value)
                 .headers(headers);
-            producer
-                .send(rec, Duration::from_secs(30))
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| e)
+            match producer.send(rec, Duration::from_secs(30)).await {
+                Ok(d) => {
+                    otel::record_sent(&span, d.partition, d.offset);
+                    Ok(())
+                }
+                Err((e, _)) => {
+                    let kind = e
+                        .rdkafka_error_code()
+                        .map_or_else(|| "kafka".to_string(), |c| format!("{c:?}"));
+                    otel::record_error(&span, &kind);
+                    Err(e)
+                }
+            }
         });
         while pending.len() >= 10_000 {
             tally(pending.next().await, &mut sent, &mut failed);
@@ -155,6 +191,13 @@ fn tally(r: Option<Result<(), rdkafka::error::KafkaError>>, sent: &mut u64, fail
     }
 }
 
+/// One record to produce: key, CloudEvents id (if the event has one), value.
+struct Outgoing {
+    key: String,
+    id: Option<String>,
+    value: String,
+}
+
 /// A random W3C traceparent, as an instrumented producer would send.
 fn new_traceparent() -> String {
     let trace: u128 = rand::random::<u128>() | 1;
@@ -163,6 +206,11 @@ fn new_traceparent() -> String {
 }
 
 const PLANS: [&str; 3] = ["starter", "pro", "enterprise"];
+
+/// The id of sample event `i`.
+fn sample_id(prefix: &str, i: u64) -> String {
+    format!("{prefix}-{i}")
+}
 
 /// One sample CloudEvent (structured JSON) and its key (the customer).
 pub fn sample(rng: &mut impl Rng, types: &[String], prefix: &str, i: u64) -> (String, String) {
@@ -182,7 +230,7 @@ pub fn sample(rng: &mut impl Rng, types: &[String], prefix: &str, i: u64) -> (St
         .unwrap_or_default();
     let ev = serde_json::json!({
         "specversion": "1.0",
-        "id": format!("{prefix}-{i}"),
+        "id": sample_id(prefix, i),
         "source": "/demo/backend",
         "type": ty,
         "time": herald_core::time::rfc3339(now.as_secs()),

@@ -21,6 +21,22 @@ pub const ATTEMPT_AVSC: &str = include_str!("../../../schemas/attempt.avsc");
 pub const DEAD_LETTER_AVSC: &str = include_str!("../../../schemas/dead_letter.avsc");
 pub const LEDGER_AVSC: &str = include_str!("../../../schemas/ledger.avsc");
 
+/// Earlier versions of the schemas (`schemas/history/<name>.v<n>.avsc`):
+/// records written with them, still on the topics after an upgrade, are
+/// read by Avro schema resolution into today's types. A change to a schema
+/// copies its previous text here first; `herald schemas check` and the
+/// tests hold every entry BACKWARD compatible with the current schema.
+pub const HISTORY: &[(&str, &str)] = &[
+    (
+        "delivery.v1.avsc",
+        include_str!("../../../schemas/history/delivery.v1.avsc"),
+    ),
+    (
+        "dead_letter.v1.avsc",
+        include_str!("../../../schemas/history/dead_letter.v1.avsc"),
+    ),
+];
+
 /// Avro single-object encoding marker.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 
@@ -62,6 +78,9 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
     /// destination per event).
     fn writer() -> &'static GenericDatumWriter<'static>;
     fn reader() -> &'static GenericDatumReader<'static>;
+    /// Readers of the schema's earlier versions ([`HISTORY`]), by their
+    /// single-object header, resolving to the current schema.
+    fn history() -> &'static [([u8; 10], GenericDatumReader<'static>)];
 
     /// Serialises straight to Avro with the schema-aware serializer, without
     /// building an intermediate `Value` tree and resolving it against the
@@ -97,14 +116,17 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
         if bytes.len() < 10 || bytes[..2] != SINGLE_OBJECT_MAGIC {
             return Err(CodecError::NotSingleObject);
         }
-        if bytes[..10] != info.header {
+        let mut body = &bytes[10..];
+        let value = if bytes[..10] == info.header {
+            Self::reader().read_value(&mut body)?
+        } else if let Some((_, r)) = Self::history().iter().find(|(h, _)| h[..] == bytes[..10]) {
+            r.read_value(&mut body)?
+        } else {
             return Err(CodecError::UnknownFingerprint(
                 hex(&bytes[2..10]),
                 Self::NAME,
             ));
-        }
-        let mut body = &bytes[10..];
-        let value = Self::reader().read_value(&mut body)?;
+        };
         Ok(apache_avro::from_value(&value)?)
     }
 }
@@ -115,6 +137,9 @@ fn hex(b: &[u8]) -> String {
 
 macro_rules! avro_record {
     ($ty:ty, $name:literal, $text:expr) => {
+        avro_record!($ty, $name, $text, []);
+    };
+    ($ty:ty, $name:literal, $text:expr, [$($old:literal),*]) => {
         impl AvroRecord for $ty {
             const NAME: &'static str = $name;
             fn schema_info() -> &'static SchemaInfo {
@@ -137,14 +162,46 @@ macro_rules! avro_record {
                         .expect("bundled schema resolves")
                 })
             }
+            fn history() -> &'static [([u8; 10], GenericDatumReader<'static>)] {
+                static HISTORY_READERS: OnceLock<Vec<([u8; 10], GenericDatumReader<'static>)>> =
+                    OnceLock::new();
+                HISTORY_READERS.get_or_init(|| {
+                    [$($old),*]
+                        .iter()
+                        .map(|file: &&str| {
+                            let text = history_text(file);
+                            // Built once per process; lives as long as it.
+                            let old: &'static SchemaInfo = Box::leak(Box::new(load(text)));
+                            let reader = GenericDatumReader::builder(&old.schema)
+                                .reader_schema(&Self::schema_info().schema)
+                                .build()
+                                .expect("a schema history entry resolves to the current schema");
+                            (old.header, reader)
+                        })
+                        .collect()
+                })
+            }
         }
     };
 }
 
+fn history_text(file: &str) -> &'static str {
+    HISTORY
+        .iter()
+        .find(|(f, _)| *f == file)
+        .map(|(_, t)| *t)
+        .expect("listed in HISTORY")
+}
+
 avro_record!(Event, "Event", EVENT_AVSC);
-avro_record!(Delivery, "Delivery", DELIVERY_AVSC);
+avro_record!(Delivery, "Delivery", DELIVERY_AVSC, ["delivery.v1.avsc"]);
 avro_record!(Attempt, "Attempt", ATTEMPT_AVSC);
-avro_record!(DeadLetter, "DeadLetter", DEAD_LETTER_AVSC);
+avro_record!(
+    DeadLetter,
+    "DeadLetter",
+    DEAD_LETTER_AVSC,
+    ["dead_letter.v1.avsc"]
+);
 avro_record!(LedgerEntry, "LedgerEntry", LEDGER_AVSC);
 
 /// Why an input record was refused. `as_str` values are the low-cardinality
@@ -406,6 +463,7 @@ mod tests {
                 status: Some(503),
                 message: "upstream busy".into(),
             }],
+            produced_at: None,
         }
     }
 
@@ -588,6 +646,78 @@ mod tests {
             &avro[..avro.len() - 1],
         ] {
             assert_eq!(LedgerEntry::decode_any(junk), None, "{junk:?}");
+        }
+    }
+
+    /// Records written with a schema's earlier version (`schemas/history`)
+    /// read into today's type: the new field takes its default.
+    #[test]
+    fn records_written_with_a_history_schema_are_read() {
+        fn old_bytes<T: AvroRecord>(sample: &T, file: &str) -> Vec<u8> {
+            let old = load(history_text(file));
+            let value = strip_produced_at(apache_avro::to_value(sample).unwrap());
+            let mut out = old.header.to_vec();
+            GenericDatumWriter::builder(&old.schema)
+                .build()
+                .unwrap()
+                .write_value(&mut out, value)
+                .unwrap();
+            out
+        }
+        fn strip_produced_at(v: apache_avro::types::Value) -> apache_avro::types::Value {
+            use apache_avro::types::Value;
+            match v {
+                Value::Record(f) => Value::Record(
+                    f.into_iter()
+                        .filter(|(k, _)| k != "produced_at")
+                        .map(|(k, v)| (k, strip_produced_at(v)))
+                        .collect(),
+                ),
+                other => other,
+            }
+        }
+        let mut d = sample_delivery();
+        d.produced_at = Some(1_700_000_000_000);
+        let bytes = old_bytes(&d, "delivery.v1.avsc");
+        assert_ne!(
+            bytes[..10],
+            Delivery::schema_info().header,
+            "another fingerprint"
+        );
+        let read = Delivery::from_avro(&bytes).unwrap();
+        assert_eq!(
+            read,
+            Delivery {
+                produced_at: None,
+                ..d.clone()
+            }
+        );
+        let dl = DeadLetter {
+            delivery: d.clone(),
+            reason: "exhausted".into(),
+            dead_at: 5,
+        };
+        let read = DeadLetter::from_avro(&old_bytes(&dl, "dead_letter.v1.avsc")).unwrap();
+        assert_eq!(read.delivery.produced_at, None);
+        assert_eq!(read.delivery.event, d.event);
+        // And today's records carry it.
+        assert_eq!(Delivery::from_avro(&d.to_avro().unwrap()).unwrap(), d);
+    }
+
+    /// Every history entry stays readable by the current schema of its name.
+    #[test]
+    fn history_schemas_are_backward_compatible_with_the_current_ones() {
+        for (file, text) in HISTORY {
+            let current = match file.split('.').next().unwrap() {
+                "delivery" => DELIVERY_AVSC,
+                "dead_letter" => DEAD_LETTER_AVSC,
+                "event" => EVENT_AVSC,
+                "attempt" => ATTEMPT_AVSC,
+                "ledger" => LEDGER_AVSC,
+                other => panic!("history file {other} names no schema"),
+            };
+            crate::registry::compat::backward(current, text)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
         }
     }
 

@@ -69,6 +69,11 @@ pub struct Delivery {
     pub origin_partition: i32,
     pub origin_offset: i64,
     pub history: Vec<AttemptError>,
+    /// The input record's Kafka timestamp (ms since the epoch): when the
+    /// producer wrote the event. `None` in deliveries routed before Herald
+    /// carried it.
+    #[serde(default)]
+    pub produced_at: Option<i64>,
 }
 
 impl Delivery {
@@ -311,6 +316,7 @@ mod tests {
             origin_partition: 0,
             origin_offset: 0,
             history: vec![],
+            produced_at: None,
         }
     }
 

@@ -328,6 +328,48 @@ pub fn inbound_span(source: &str, incoming: Option<&TraceHeaders>) -> Span {
     span
 }
 
+/// A producer's span for sending one event to `topic`: the root of the
+/// event's trace, named and described per the OpenTelemetry messaging
+/// conventions for Kafka ("send <topic>"). Write its context on the record
+/// ([`outgoing`]) so the router's span is its child; keep it until the
+/// broker acknowledges the record ([`record_sent`], or [`record_error`]).
+/// A disabled span when export is off.
+pub fn producer_span(topic: &str, event_id: Option<&str>, key: Option<&str>) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = info_span!(
+        parent: None,
+        "produce",
+        otel.name = format!("send {topic}"),
+        otel.kind = "producer",
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    span.set_attribute("messaging.system", "kafka");
+    span.set_attribute("messaging.operation.type", "send");
+    span.set_attribute("messaging.operation.name", "send");
+    span.set_attribute("messaging.destination.name", topic.to_string());
+    if let Some(id) = event_id {
+        span.set_attribute("messaging.message.id", id.to_string());
+        span.set_attribute("cloudevents.event_id", id.to_string());
+    }
+    if let Some(k) = key {
+        span.set_attribute("messaging.kafka.message.key", k.to_string());
+    }
+    span
+}
+
+/// Records where the broker wrote the record sent under a
+/// [`producer_span`].
+pub fn record_sent(span: &Span, partition: i32, offset: i64) {
+    if enabled() {
+        span.set_attribute("messaging.destination.partition.id", partition.to_string());
+        span.set_attribute("messaging.kafka.offset", offset);
+    }
+}
+
 /// Records which event `span` (a route or attempt span) is about.
 pub fn record_event(span: &Span, event_id: &str, attempt: Option<i32>) {
     span.record("event_id", event_id);

@@ -435,6 +435,7 @@ proptest! {
             origin_partition: 0,
             origin_offset: 9,
             history: vec![],
+            produced_at: None,
         };
         let mut bytes = match which {
             0 => d.to_avro().unwrap(),

@@ -153,6 +153,7 @@ pub fn route_record_settled<M: Message>(
             origin_partition: m.partition(),
             origin_offset: m.offset(),
             history: Vec::new(),
+            produced_at: m.timestamp().to_millis(),
         };
         let value = delivery.to_avro().expect("a decoded event always encodes");
         let mut hs = OwnedHeaders::new();

@@ -438,6 +438,7 @@ pub(crate) fn delivery_record_to(
         origin_partition: (i % 3) as i32,
         origin_offset: i as i64,
         history: Vec::new(),
+        produced_at: None,
     };
     (key, d.to_avro().expect("a delivery encodes"), hs)
 }

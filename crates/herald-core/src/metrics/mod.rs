@@ -33,6 +33,20 @@ impl BoundedLabel {
         }
     }
 
+    /// For values a routing config names (event types, tenants): the exact
+    /// names always pass; when none are named or a pattern (`user.*`) is
+    /// among them, up to `max` more first-seen values pass too; the rest
+    /// are `other`.
+    pub fn for_config(named: &[String], max: usize) -> Self {
+        let exact: HashSet<String> = named.iter().filter(|n| !n.contains('*')).cloned().collect();
+        let open = named.len() != exact.len() || named.is_empty();
+        let max = exact.len() + if open { max } else { 0 };
+        Self {
+            seen: Mutex::new(exact),
+            max,
+        }
+    }
+
     /// `value` itself while there is room or it was seen before, else `other`.
     pub fn get(&self, value: &str) -> String {
         let mut seen = self.seen.lock().expect("label set lock");
@@ -479,6 +493,11 @@ impl RouterMetrics {
         for outcome in ["fetched", "not_found", "unavailable", "refused"] {
             m.schema_lookups.with_label_values(&[outcome]);
         }
+        // Decode reasons at 0 from start-up: an alert on the first invalid
+        // record of a reason sees it as an increase, not a new series.
+        for reason in crate::codec::INVALID_REASONS {
+            m.invalid.with_label_values(&[reason]);
+        }
         m.batch_duration.with_label_values(&[] as &[&str]);
         m
     }
@@ -495,6 +514,8 @@ pub struct AdapterMetrics {
     pub registry: Registry,
     /// outcome: delivered, retry, dead-lettered; error_class: a class or `none`.
     pub attempts: IntCounterVec,
+    /// Attempts by outcome per event type and tenant (bounded labels).
+    pub attempts_by_event: IntCounterVec,
     pub delivery_duration: HistogramVec,
     pub end_to_end: HistogramVec,
     pub retries_scheduled: IntCounterVec,
@@ -524,8 +545,9 @@ impl AdapterMetrics {
         let r = Registry::new();
         Self {
             attempts: counter(&r, "herald_adapter_attempts_total", "Delivery attempts by outcome and error class.", &["destination", "outcome", "error_class"]),
+            attempts_by_event: counter(&r, "herald_adapter_attempts_by_event_total", "Delivery attempts by outcome, event type and tenant (bounded: the values the destination's routing names, or the first seen; the rest `other`).", &["destination", "event_type", "tenant", "outcome"]),
             delivery_duration: histogram(&r, "herald_adapter_delivery_duration_seconds", "Duration of one HTTP delivery attempt.", &["destination"], latency_buckets()),
-            end_to_end: histogram(&r, "herald_adapter_end_to_end_seconds", "From routing to successful delivery, retries included.", &["destination"], end_to_end_buckets()),
+            end_to_end: histogram(&r, "herald_adapter_end_to_end_seconds", "From the event's production (the input record's timestamp; routing, for deliveries routed before it was carried) to successful delivery, retries included.", &["destination"], end_to_end_buckets()),
             retries_scheduled: counter(&r, "herald_adapter_retries_scheduled_total", "Deliveries moved to a retry tier.", &["destination", "tier"]),
             dead_lettered: counter(&r, "herald_adapter_dead_lettered_total", "Deliveries moved to the DLQ, by reason.", &["destination", "reason"]),
             in_flight: gauge(&r, "herald_adapter_in_flight_deliveries", "Deliveries currently being attempted.", &["destination"]),
@@ -612,6 +634,33 @@ mod tests {
         assert_eq!(l.get("b"), "b");
         assert_eq!(l.get("c"), OTHER);
         assert_eq!(l.get("a"), "a");
+    }
+
+    #[test]
+    fn config_bounded_labels_keep_named_values_and_cap_the_rest() {
+        let named = BoundedLabel::for_config(&["order.created".into(), "payment.failed".into()], 2);
+        assert_eq!(named.get("order.created"), "order.created");
+        assert_eq!(
+            named.get("user.signed_up"),
+            OTHER,
+            "closed set: only the named"
+        );
+        let open = BoundedLabel::for_config(&["order.created".into(), "user.*".into()], 2);
+        assert_eq!(open.get("user.a"), "user.a");
+        assert_eq!(open.get("user.b"), "user.b");
+        assert_eq!(
+            open.get("user.c"),
+            OTHER,
+            "pattern: the first 2 seen, then other"
+        );
+        assert_eq!(
+            open.get("order.created"),
+            "order.created",
+            "named always pass"
+        );
+        let any = BoundedLabel::for_config(&[], 1);
+        assert_eq!(any.get("acme"), "acme");
+        assert_eq!(any.get("globex"), OTHER);
     }
 
     #[test]
@@ -721,6 +770,7 @@ mod tests {
         let AdapterMetrics {
             registry: _,
             attempts,
+            attempts_by_event,
             delivery_duration,
             end_to_end,
             retries_scheduled,
@@ -740,6 +790,7 @@ mod tests {
         } = &a;
         for c in [
             attempts,
+            attempts_by_event,
             retries_scheduled,
             dead_lettered,
             rate_limit_waits,
