@@ -264,6 +264,34 @@ async fn registry_outages_hold_then_settle_and_unknown_ids_are_invalid() {
         assert!(n >= 1.0, "{line}");
     }
     assert!(metrics.contains("herald_router_events_invalid_total{reason=\"registry\"} 3"));
+
+    // The records the long outage sent to the invalid topic are replayed
+    // to the input topic, and now reach the destination: nothing was lost.
+    let dry = p.cli(&[
+        "--json",
+        "invalid",
+        "replay",
+        "--reason",
+        "registry",
+        "--dry-run",
+    ]);
+    let dry: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(dry["would_replay"], 3, "{dry}");
+    assert!(
+        !held.iter().any(|id| sink.delivered_ids("/a").contains(id)),
+        "a dry run produces nothing"
+    );
+    let out = p.cli(&["invalid", "replay", "--reason", "registry"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: HashSet<String> = held.iter().cloned().collect();
+    wait_until("replayed records are delivered", LONG, || {
+        sink.delivered_ids("/a").is_superset(&want)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

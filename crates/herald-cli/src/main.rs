@@ -3,6 +3,7 @@
 
 mod check;
 mod dlq;
+mod invalid;
 mod produce;
 mod schemas;
 mod watch;
@@ -46,6 +47,10 @@ enum Command {
     /// Inspect and replay a destination's dead-letter topic.
     #[command(subcommand)]
     Dlq(dlq::DlqCmd),
+    /// Inspect the input records the router refused, and replay them to
+    /// their input topic once the cause is fixed.
+    #[command(subcommand)]
+    Invalid(invalid::InvalidCmd),
     /// Live per-destination counts of delivered, retrying and dead-lettered events.
     Watch(watch::WatchArgs),
     /// Check Herald's Avro schemas for backward compatibility with older
@@ -118,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             herald_core::registry::output::init(&config).await?;
             dlq::run(&config, cmd, cli.json).await
         }
+        Command::Invalid(cmd) => invalid::run(&config, cmd, cli.json).await,
         Command::Watch(args) => {
             herald_core::registry::output::init(&config).await?;
             watch::run(&config, args, cli.json).await

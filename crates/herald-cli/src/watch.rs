@@ -27,7 +27,7 @@ pub struct WatchArgs {
     from_now: bool,
 }
 
-fn humantime_parse(s: &str) -> Result<Duration, String> {
+pub(crate) fn humantime_parse(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()

@@ -38,6 +38,23 @@ pub const DLQ_REASON: &str = "herald-dlq-reason";
 pub const TRUNCATED: &str = "herald-truncated";
 /// On records written by `herald dlq replay`.
 pub const REPLAYED_AT: &str = "herald-replayed-at";
+/// On invalid records whose payload was cut to fit: its size before.
+pub const ORIGINAL_SIZE: &str = "herald-original-size";
+/// On input records re-produced by `herald invalid replay`: the invalid
+/// record they came from, `<topic>/<partition>/<offset>`.
+pub const REPLAYED_FROM: &str = "herald-replayed-from";
+
+/// The headers the router adds to a record it sends to the invalid topic
+/// (after the producer's own); `herald invalid replay` drops them.
+pub const INVALID_ADDED: [&str; 7] = [
+    INVALID_REASON,
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    ORIGINAL_TOPIC,
+    ORIGINAL_PARTITION,
+    ORIGINAL_OFFSET,
+    ORIGINAL_SIZE,
+];
 
 /// Longest `herald-error-message` value, in bytes.
 pub const MAX_ERROR_MESSAGE: usize = 512;

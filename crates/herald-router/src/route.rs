@@ -17,8 +17,7 @@ use herald_core::time::now_ms;
 use rdkafka::message::{Headers, Message, OwnedHeaders};
 use tracing::debug;
 
-/// On invalid records whose payload was cut to fit: its size before.
-pub const ORIGINAL_SIZE: &str = "herald-original-size";
+pub use herald_core::headers::ORIGINAL_SIZE;
 
 /// One record the router writes.
 pub struct Output {
