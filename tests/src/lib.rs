@@ -135,6 +135,12 @@ impl Dest {
 /// A signing secret the sinks verify.
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// `b`, checking the Standard Webhooks signature made with [`SECRET`].
+pub fn signed(mut b: herald_devtools::Behaviour) -> herald_devtools::Behaviour {
+    b.secret = Some(SECRET.to_string());
+    b
+}
+
 /// One test's pipeline: its own topic prefix, input topic, config file and
 /// child processes, all cleaned up on drop.
 pub struct Pipeline {

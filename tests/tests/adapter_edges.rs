@@ -8,18 +8,13 @@ use herald_core::envelope::{Attempt, Delivery, Event};
 use herald_core::headers as h;
 use herald_core::kafka::add_header;
 use herald_devtools::{Behaviour, Sink};
-use herald_e2e::{header, wait_until, Dest, Pipeline, SECRET};
+use herald_e2e::{header, signed, wait_until, Dest, Pipeline};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(180);
-
-fn signed(mut b: Behaviour) -> Behaviour {
-    b.secret = Some(SECRET.to_string());
-    b
-}
 
 /// Attempts logged for `dest`, by event id, in log order.
 async fn attempts(p: &Pipeline, dest: &str) -> HashMap<String, Vec<Attempt>> {

@@ -13,7 +13,7 @@
 //! The test fails — it does not skip — when Prometheus is not installed.
 
 use herald_devtools::{Behaviour, Sink};
-use herald_e2e::{repo_root, Dest, Pipeline, SECRET};
+use herald_e2e::{repo_root, signed, Dest, Pipeline, SECRET};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -281,11 +281,6 @@ fn bool_comparisons() {
         "(a / b) < bool 0.9 and c >= bool 20"
     );
     assert_eq!(with_bool_comparisons("a > bool 1"), "a > bool 1");
-}
-
-fn signed(mut b: Behaviour) -> Behaviour {
-    b.secret = Some(SECRET.to_string());
-    b
 }
 
 fn run(cmd: &Path, args: &[&str]) {

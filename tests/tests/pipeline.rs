@@ -7,17 +7,12 @@ use herald_core::envelope::Attempt;
 use herald_core::headers as h;
 use herald_core::kafka::add_header;
 use herald_devtools::{Behaviour, Sink};
-use herald_e2e::{header, wait_until, Dest, Pipeline, SECRET};
+use herald_e2e::{header, signed, wait_until, Dest, Pipeline};
 use rdkafka::message::{Message, OwnedHeaders};
 use std::collections::HashSet;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(180);
-
-fn signed(mut b: Behaviour) -> Behaviour {
-    b.secret = Some(SECRET.to_string());
-    b
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_1000_events_to_three_destinations_exactly_once() {

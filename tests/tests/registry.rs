@@ -18,7 +18,7 @@ use herald_core::headers as h;
 use herald_core::registry::{frame, value_subject};
 use herald_devtools::registry::TestRegistry;
 use herald_devtools::{Behaviour, Sink};
-use herald_e2e::{header, python, wait_until, Dest, Pipeline, SECRET};
+use herald_e2e::{header, python, signed, wait_until, Dest, Pipeline, SECRET};
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
@@ -297,10 +297,8 @@ async fn registry_outages_hold_then_settle_and_unknown_ids_are_invalid() {
 #[tokio::test(flavor = "multi_thread")]
 async fn herald_records_are_registry_framed_and_read_by_a_registry_aware_consumer() {
     let registry = TestRegistry::start().await.unwrap();
-    let mut healthy = Behaviour::healthy();
-    healthy.secret = Some(SECRET.to_string());
     let sink = Sink::start(vec![
-        ("/a".to_string(), healthy),
+        ("/a".to_string(), signed(Behaviour::healthy())),
         ("/b".to_string(), Behaviour::status(400)),
     ])
     .await

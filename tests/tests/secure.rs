@@ -6,7 +6,7 @@
 
 use herald_core::kafka::{apply_topics, topic_plan};
 use herald_devtools::{Behaviour, Sink};
-use herald_e2e::{wait_until, Dest, Pipeline, SecureKafka, StopKafka, SECRET};
+use herald_e2e::{signed, wait_until, Dest, Pipeline, SecureKafka, StopKafka};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -25,11 +25,6 @@ fn bench_bin() -> std::path::PathBuf {
             .expect("cargo build");
     assert!(status.success(), "building herald-bench failed");
     target.join("debug/herald-bench")
-}
-
-fn signed(mut b: Behaviour) -> Behaviour {
-    b.secret = Some(SECRET.to_string());
-    b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

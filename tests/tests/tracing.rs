@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use herald_core::headers as h;
 use herald_core::kafka::add_header;
 use herald_devtools::{Behaviour, Sink};
-use herald_e2e::{header, wait_until, Dest, Pipeline, SECRET};
+use herald_e2e::{header, signed, wait_until, Dest, Pipeline, SECRET};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -126,11 +126,6 @@ async fn export(State(spans): State<Store>, headers: HeaderMap, body: Bytes) -> 
     }
     let body = ExportTraceServiceResponse::default().encode_to_vec();
     ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
-}
-
-fn signed(mut b: Behaviour) -> Behaviour {
-    b.secret = Some(SECRET.to_string());
-    b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
