@@ -109,6 +109,7 @@ pub fn topic_plan(config: &Config) -> Vec<TopicSpec> {
         spec(t.input.clone(), t.retention, false),
         spec(names.invalid(), t.dlq_retention, false),
         spec(names.attempts(), t.retention, false),
+        spec(names.dlq_actions(), t.dlq_retention, false),
     ];
     if !config.router.dedupe_window.is_zero() {
         // One partition per input partition; old marks age out by retention

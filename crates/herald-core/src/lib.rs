@@ -8,6 +8,7 @@
 //! metrics ([`metrics`]), the admin HTTP server ([`admin`]),
 //! logging ([`telemetry`]) and distributed tracing ([`otel`]).
 
+pub mod actions;
 pub mod admin;
 pub mod batch;
 pub mod classify;

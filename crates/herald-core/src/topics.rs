@@ -50,6 +50,13 @@ impl TopicNames {
         format!("{}.dest.{destination}.dlq", self.prefix)
     }
 
+    /// Operators' actions on dead letters (replayed, discarded: who, when,
+    /// why), one JSON record per action; the audit trail `herald dlq` and
+    /// `herald-log` read.
+    pub fn dlq_actions(&self) -> String {
+        format!("{}.dlq.actions", self.prefix)
+    }
+
     /// Compacted: the terminal state of each event at one destination.
     pub fn ledger(&self, destination: &str) -> String {
         format!("{}.dest.{destination}.ledger", self.prefix)
