@@ -151,6 +151,8 @@ pub struct Pipeline {
     router: Option<Child>,
     adapters: HashMap<String, Child>,
     gateway: Option<Child>,
+    /// `herald-log`, when started.
+    log: Option<Child>,
     logs: Vec<PathBuf>,
     /// Extra environment for the services started from now on (e.g.
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`); later entries win, `RUST_LOG` included.
@@ -229,6 +231,7 @@ shutdown_grace = "5s"
             router: None,
             adapters: HashMap::new(),
             gateway: None,
+            log: None,
             logs: Vec::new(),
             env: Vec::new(),
             args: Vec::new(),
@@ -563,6 +566,9 @@ impl Drop for Pipeline {
             terminate(&mut c);
         }
         if let Some(mut c) = self.gateway.take() {
+            terminate(&mut c);
+        }
+        if let Some(mut c) = self.log.take() {
             terminate(&mut c);
         }
         if std::thread::panicking() {

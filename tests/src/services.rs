@@ -125,6 +125,26 @@ impl Pipeline {
         self.logged_addr("herald-gateway", "Serving POST").await
     }
 
+    /// Starts `herald-log` on a loopback port with its index at `db`;
+    /// returns its API address.
+    pub async fn start_log(&mut self, db: &Path) -> std::net::SocketAddr {
+        let cfg = self.config_path.display().to_string();
+        let db = db.display().to_string();
+        let child = self.spawn(
+            "herald-log",
+            &["--config", &cfg, "--listen", "127.0.0.1:0", "--db", &db],
+        );
+        self.log = Some(child);
+        self.logged_addr("herald-log", "Serving /api").await
+    }
+
+    /// SIGKILL to `herald-log`: no chance to finish a batch.
+    pub fn kill_log(&mut self) {
+        let mut c = self.log.take().expect("herald-log running");
+        c.kill().expect("SIGKILL herald-log");
+        c.wait().expect("reap herald-log");
+    }
+
     /// SIGTERM to the gateway; whether it exited successfully.
     pub fn stop_gateway(&mut self) -> bool {
         let mut c = self.gateway.take().expect("gateway running");

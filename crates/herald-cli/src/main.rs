@@ -6,6 +6,7 @@ mod dlq;
 mod invalid;
 mod produce;
 mod schemas;
+mod trace;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +54,12 @@ enum Command {
     Invalid(invalid::InvalidCmd),
     /// Live per-destination counts of delivered, retrying and dead-lettered events.
     Watch(watch::WatchArgs),
+    /// Where one event is at every destination it was routed to: each
+    /// attempt, and where it is now (asks the delivery log, herald-log).
+    Trace(trace::TraceArgs),
+    /// Did every (event, destination) routed in a window reach an end?
+    /// Exit code 1 lists the ones in flight past their budget.
+    Reconcile(trace::ReconcileArgs),
     /// Check Herald's Avro schemas for backward compatibility with older
     /// versions (a previous release's schemas/, the Schema Registry).
     #[command(subcommand)]
@@ -124,6 +131,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dlq::run(&config, cmd, cli.json).await
         }
         Command::Invalid(cmd) => invalid::run(&config, cmd, cli.json).await,
+        Command::Trace(args) => trace::trace(&config, args, cli.json).await,
+        Command::Reconcile(args) => trace::reconcile(&config, args, cli.json).await,
         Command::Watch(args) => {
             herald_core::registry::output::init(&config).await?;
             watch::run(&config, args, cli.json).await

@@ -38,6 +38,17 @@ pub async fn serve(
     registry: Registry,
     ready: Readiness,
 ) -> anyhow::Result<SocketAddr> {
+    serve_with(listen, registry, ready, Router::new()).await
+}
+
+/// [`serve`], with a service's own routes (`herald-log`'s API) beside the
+/// admin ones.
+pub async fn serve_with(
+    listen: &str,
+    registry: Registry,
+    ready: Readiness,
+    extra: Router,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} for /metrics: {e}"))?;
@@ -46,7 +57,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(AdminState { registry, ready });
+        .with_state(AdminState { registry, ready })
+        .merge(extra);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "The admin server stopped.");

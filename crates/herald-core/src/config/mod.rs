@@ -14,8 +14,10 @@ use std::path::Path;
 use std::time::Duration;
 
 mod kafka;
+mod log;
 mod registry;
 pub use kafka::KafkaConfig;
+pub use log::LogConfig;
 pub use registry::{OutputConfig, OutputFormat, RegistryAuth, SchemaRegistryConfig};
 
 /// Prefix of environment variables that override the file.
@@ -72,6 +74,9 @@ pub struct Config {
     /// How Herald's own records are framed.
     #[serde(default)]
     pub output: OutputConfig,
+    /// The delivery log (`herald-log`).
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -673,6 +678,7 @@ impl Config {
         if let Some(r) = &self.schema_registry {
             r.validate()?;
         }
+        self.log.validate()?;
         if self.output.format == OutputFormat::Registry && self.schema_registry.is_none() {
             return Err(invalid(
                 "output.format",

@@ -503,6 +503,49 @@ impl RouterMetrics {
     }
 }
 
+/// `herald-log`'s metrics.
+#[derive(Clone)]
+pub struct LogMetrics {
+    pub registry: Registry,
+    /// Records indexed by kind (routed, attempt, dead, action, undecodable).
+    pub indexed: IntCounterVec,
+    /// Pairs in flight past their budget at the last periodic reconcile.
+    pub stragglers: IntGauge,
+}
+
+impl LogMetrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let stragglers = IntGauge::new(
+            "herald_log_reconcile_straggling_deliveries",
+            "(event, destination) pairs routed in log.reconcile_window and still in flight past their destination's retry budget, at the last periodic reconcile.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(stragglers.clone()))
+            .expect("unique metric");
+        let m = Self {
+            indexed: counter(
+                &r,
+                "herald_log_indexed_records_total",
+                "Records herald-log read into its index, by kind (routed, attempt, dead, action; undecodable: skipped).",
+                &["kind"],
+            ),
+            stragglers,
+            registry: r,
+        };
+        for k in ["routed", "attempt", "dead", "action", "undecodable"] {
+            m.indexed.with_label_values(&[k]);
+        }
+        m
+    }
+}
+
+impl Default for LogMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Default for RouterMetrics {
     fn default() -> Self {
         Self::new()
@@ -816,7 +859,15 @@ mod tests {
         }
         lag(adapter_lag);
         let g = GatewayMetrics::new([("s", 1)]);
-        vec![r.registry, a.registry, g.registry]
+        let l = LogMetrics::new();
+        let LogMetrics {
+            registry: _,
+            indexed,
+            stragglers,
+        } = &l;
+        counter(indexed);
+        stragglers.set(1);
+        vec![r.registry, a.registry, g.registry, l.registry]
     }
 
     /// (name, type, sorted labels) of every metric the services export.
