@@ -82,7 +82,11 @@ say "starting the inbound gateway (Stripe webhooks on 127.0.0.1:8088, metrics on
 "$BIN/herald-gateway" >"$LOGS/gateway.log" 2>&1 &
 pids+=($!)
 
-for port in 9464 9465 9466 9467 9468; do
+say "starting the delivery log (herald-log: index in $LOGS/log.db, API on 127.0.0.1:9469)"
+"$BIN/herald-log" >"$LOGS/log.log" 2>&1 &
+pids+=($!)
+
+for port in 9464 9465 9466 9467 9468 9469; do
   for _ in $(seq 1 120); do
     if curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
     sleep 0.5
@@ -102,7 +106,10 @@ pids+=($!)
 say "live counts per destination (Ctrl-C to stop). Try meanwhile:"
 say "  curl -s 127.0.0.1:9467/metrics | grep herald_adapter_attempts_total"
 say "  curl -s 127.0.0.1:9468/metrics | grep herald_gateway_requests_total   # inbound"
-say "  HERALD_CONFIG=examples/demo.toml HERALD__KAFKA__BOOTSTRAP_SERVERS=$BOOTSTRAP target/debug/herald dlq list -d hubspot"
+say "  export HERALD_CONFIG=examples/demo.toml HERALD__KAFKA__BOOTSTRAP_SERVERS=$BOOTSTRAP"
+say "  target/debug/herald dlq list -d hubspot"
+say "  target/debug/herald trace <an event id from the list>   # every destination, every attempt"
+say "  target/debug/herald reconcile --since 10m               # did every event reach an end?"
 watch_args=(watch --from-now --interval 3s)
 if [[ -n ${DEMO_DURATION:-} ]]; then
   watch_args+=(--duration "$DEMO_DURATION")
