@@ -4,6 +4,7 @@
 //! Also the periodic reconcile behind `herald_log_reconcile_straggling_deliveries`.
 
 use crate::query;
+use crate::reconcile;
 use crate::store::Store;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -57,10 +58,10 @@ impl ApiState {
         })))
     }
 
-    fn reconcile(&self, since: Duration) -> Result<query::Reconcile, String> {
+    fn reconcile(&self, since: Duration) -> Result<reconcile::Reconcile, String> {
         let s = self.0.store.lock().map_err(|e| e.to_string())?;
         let to = now_ms();
-        query::reconcile(
+        reconcile::reconcile(
             &s,
             to - since.as_millis() as i64,
             to,

@@ -1,12 +1,13 @@
 //! `herald-log`: the delivery log. It indexes every routed delivery,
 //! attempt, dead letter and operator action into SQLite ([`store`]) from
 //! Herald's own topics ([`indexer`]) and answers `herald trace` and
-//! `herald reconcile` ([`query`], served by [`api`]). The index is derived:
+//! `herald reconcile` ([`query`], [`reconcile`], served by [`api`]). The index is derived:
 //! delete the file and it is rebuilt from what the topics retain.
 
 pub mod api;
 pub mod indexer;
 pub mod query;
+pub mod reconcile;
 pub mod store;
 
 use herald_core::admin::Readiness;
