@@ -188,3 +188,85 @@ async fn trace_and_reconcile_answer_from_the_index() {
     assert_eq!(rows(&st, "attempts"), attempts_topic, "{st}");
     assert_eq!(rows(&st, "dead"), dead, "{st}");
 }
+
+/// 10,000 events × 3 destinations with faults (timeouts, 503s, 429s): once
+/// every pair ended, reconcile accounts for all 30,000, and for a random
+/// sample of ids `herald trace` shows, per destination, exactly as many
+/// attempts as the receiver got requests, and "delivered" exactly where the
+/// receiver answered 2xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_with_faults_trace_what_the_receivers_saw() {
+    use rand::seq::IndexedRandom;
+    use rand::SeedableRng;
+    const EVENTS: usize = 10_000;
+    let mut flaky = Behaviour::flaky(0.05, 0.2);
+    flaky.hang = Duration::from_secs(1);
+    let mut limited = Behaviour::healthy();
+    limited.status_429_ratio = 0.15;
+    let sink = Sink::start(vec![
+        ("/ok".into(), signed(Behaviour::healthy())),
+        ("/flaky".into(), signed(flaky)),
+        ("/limited".into(), signed(limited)),
+    ])
+    .await
+    .unwrap();
+    let no_circuit = "circuit.failure_threshold = 0";
+    let mut p = Pipeline::new(
+        "delivery-log-10k",
+        vec![
+            Dest::new("ok", sink.url("/ok")),
+            Dest::new("flaky", sink.url("/flaky"))
+                .with(no_circuit)
+                .with("timeout = \"300ms\""),
+            Dest::new("limited", sink.url("/limited")).with(no_circuit),
+        ],
+    )
+    .await;
+    let db = p.dir.path().join("log.db");
+    p.start_all();
+    let addr = p.start_log(&db).await;
+    let url = format!("http://{addr}");
+    let ids = p.produce_events(EVENTS, "order.created").await;
+
+    let mut r = Value::Null;
+    wait_until(
+        "every (event, destination) pair ended",
+        Duration::from_secs(600),
+        || {
+            let out = p.cli(&["--json", "reconcile", "--since", "1h", "--log-url", &url]);
+            r = json(&out);
+            let ended = ["delivered", "dead-lettered"]
+                .iter()
+                .map(|s| r["states"][s].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            out.status.success() && ended == 3 * EVENTS as u64
+        },
+    )
+    .await;
+    assert_eq!(r["pairs"], 3 * EVENTS as u64, "{r}");
+    println!("reconcile: {}", r["states"]);
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x10_000);
+    for id in ids.choose_multiple(&mut rng, 60) {
+        let out = p.cli(&["--json", "trace", id, "--log-url", &url]);
+        let t = json(&out);
+        let dests = t["destinations"].as_array().unwrap();
+        assert_eq!(dests.len(), 3, "{t}");
+        for d in dests {
+            let name = d["destination"].as_str().unwrap();
+            let path = format!("/{name}");
+            let attempts = d["attempts"].as_array().unwrap().len() as u32;
+            assert_eq!(
+                attempts,
+                sink.requests_for(&path, id),
+                "{id} at {name}: the trace's attempts vs the receiver's requests\n{d}"
+            );
+            let delivered = d["now"]["state"] == "delivered";
+            assert_eq!(
+                delivered,
+                sink.delivered_ids(&path).contains(id),
+                "{id} at {name}: {d}"
+            );
+        }
+    }
+}

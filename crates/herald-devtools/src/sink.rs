@@ -153,6 +153,13 @@ impl Sink {
     /// # Panics
     /// If `b` is invalid (a ratio outside `[0, 1]`, a status that is not an
     /// HTTP status, a secret that is not `whsec_<base64>`): a test bug.
+    /// Requests `path` received for event `id` (its `webhook-id`).
+    pub fn requests_for(&self, path: &str, id: &str) -> u32 {
+        self.shared.route(path).map_or(0, |r| {
+            lock(&r.state).requests_by_id.get(id).copied().unwrap_or(0)
+        })
+    }
+
     pub fn set_behaviour(&self, path: &str, b: Behaviour) {
         let active = match Active::new(&b) {
             Ok(a) => Arc::new(a),
@@ -233,6 +240,9 @@ impl Route {
         };
         {
             let mut state = lock(&self.state);
+            if let Some(id) = id {
+                *state.requests_by_id.entry(id.to_owned()).or_default() += 1;
+            }
             let s = &mut state.stats;
             s.requests += 1;
             s.missing_headers += u64::from(missing);

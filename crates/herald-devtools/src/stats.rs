@@ -32,6 +32,9 @@ pub struct RouteStats {
 pub(crate) struct RouteState {
     pub stats: RouteStats,
     pub delivered_ids: HashSet<String>,
+    /// Requests per `webhook-id`, answered or not: what a receiver's log
+    /// would show per event.
+    pub requests_by_id: std::collections::HashMap<String, u32>,
 }
 
 impl RouteState {
