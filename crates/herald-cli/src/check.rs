@@ -42,6 +42,14 @@ pub fn config_check(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         config.topics.input,
         names.router_group()
     );
+    println!(
+        "  delivery log: herald-log on {} (index {}, kept {}; reconcile every {} over {})",
+        config.log.listen,
+        config.log.db,
+        compact_duration(config.log.retention),
+        compact_duration(config.log.reconcile_interval),
+        compact_duration(config.log.reconcile_window)
+    );
     match &registry {
         Some(line) => println!("  schema registry: {line}"),
         None => println!(
