@@ -28,7 +28,13 @@ For every render given with --render:
     a Service for `http` that does not expose the admin port; when KEDA
     scales it, one prometheus trigger on herald_gateway_requests_total whose
     job matcher is a job the ServiceMonitor scrapes, and minReplicaCount
-    of at least 1; without sources, no gateway.
+    of at least 1; without sources, no gateway;
+  * with the delivery log on (a StatefulSet of component `log`): exactly
+    one replica running `herald-log --listen 0.0.0.0:<its http port> --db
+    <a file on its volumeClaimTemplate's mount>`, probes on `http`, a
+    ClusterIP Service on `http`, scraped by the ServiceMonitor as job
+    herald-log, and HERALD_LOG_URL in every Herald container naming that
+    Service; with it off, none of these.
 With --demo (the example values' render): the destinations equal those of
 examples/demo.toml, key for key except `url`, and so do the sources.
 """
@@ -156,10 +162,15 @@ def check_render(path, args, crds, kafka_keys, prometheus_keys, rep):
     prefix = tomllib.loads(toml_text).get("topics", {}).get("prefix", "herald")
 
     workloads = by_kind(objs, "Deployment") + by_kind(objs, "StatefulSet")
-    adapters = [d for d in by_kind(objs, "Deployment") if pod_labels(d).get("app.kubernetes.io/component") == "adapter"]
-    gateways = [d for d in by_kind(objs, "Deployment") if pod_labels(d).get("app.kubernetes.io/component") == "gateway"]
-    routers = by_kind(objs, "StatefulSet")
+    def component(kind, c):
+        return [d for d in by_kind(objs, kind) if pod_labels(d).get("app.kubernetes.io/component") == c]
+    adapters = component("Deployment", "adapter")
+    gateways = component("Deployment", "gateway")
+    routers = component("StatefulSet", "router")
+    logs = component("StatefulSet", "log")
     rep.expect(len(routers) == 1, name, "expected one router StatefulSet")
+    rep.expect(len(by_kind(objs, "StatefulSet")) == len(routers) + len(logs), name,
+               "a StatefulSet that is neither the router nor the delivery log")
 
     # Each pod's config mount must be a ConfigMap carrying the same herald.toml.
     for w in workloads + by_kind(objs, "Job"):
@@ -173,11 +184,13 @@ def check_render(path, args, crds, kafka_keys, prometheus_keys, rep):
             if w["kind"] == "Job":
                 continue
             ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
-            rep.expect("admin" in ports, name, f"{w['metadata']['name']}: no admin port")
+            # herald-log serves /metrics and the probes beside its API, on `http`.
+            admin = "http" if w in logs else "admin"
+            rep.expect(admin in ports, name, f"{w['metadata']['name']}: no {admin} port")
             for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
                 got = c.get(probe, {}).get("httpGet", {})
-                rep.expect(got.get("path") == path and got.get("port") == "admin", name,
-                           f"{w['metadata']['name']}: {probe} should be GET {path} on the admin port, is {got}")
+                rep.expect(got.get("path") == path and got.get("port") == admin, name,
+                           f"{w['metadata']['name']}: {probe} should be GET {path} on the {admin} port, is {got}")
             rep.expect(c.get("resources", {}).get("requests") and c["resources"].get("limits", {}).get("memory"),
                        name, f"{w['metadata']['name']}: no resource requests or memory limit")
 
@@ -195,6 +208,7 @@ def check_render(path, args, crds, kafka_keys, prometheus_keys, rep):
         rep.expect(toml.get(svc, {}).get("listen", "").endswith(f":{listen_port}"), name,
                    f"{svc}.listen {toml.get(svc, {}).get('listen')!r} is not the admin port {listen_port}")
     check_gateway(objs, gateways, toml, toml_text, args, name, rep)
+    check_log(objs, logs, workloads, name, rep)
 
     dests = checked["destinations"]
     by_dest = {}
@@ -335,6 +349,57 @@ def check_gateway(objs, gateways, toml, toml_text, args, name, rep):
         ref = trig[0]["authenticationRef"]["name"]
         rep.expect(any(o["metadata"]["name"] == ref for o in by_kind(objs, "TriggerAuthentication")), name,
                    f"gateway trigger's authenticationRef {ref!r}: no such TriggerAuthentication")
+
+
+def check_log(objs, logs, workloads, name, rep):
+    """The delivery log: one pod, its index on a claim, reachable in the
+    cluster and scraped; every Herald container told where it is."""
+    urls = {f"{w['metadata']['name']}/{c.get('name')}": container_env(c).get("HERALD_LOG_URL")
+            for w in workloads + by_kind(objs, "Job") for c in w["spec"]["template"]["spec"]["containers"]}
+    if not logs:
+        rep.expect(not any(urls.values()), name, f"HERALD_LOG_URL set without a herald-log: {urls}")
+        for sm in by_kind(objs, "ServiceMonitor"):
+            rep.expect(all(ep.get("port") != "http" for ep in sm["spec"]["endpoints"]), name,
+                       "the ServiceMonitor scrapes port http, but there is no herald-log")
+        return
+    if not rep.expect(len(logs) == 1, name, f"{len(logs)} herald-log StatefulSets, expected at most 1"):
+        return
+    s = logs[0]
+    sname = s["metadata"]["name"]
+    rep.expect(s["spec"].get("replicas") == 1, name,
+               f"StatefulSet/{sname}: replicas {s['spec'].get('replicas')}, herald-log must run exactly once per index")
+    spec = s["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    cmd = c.get("command") or []
+    flag = lambda f: cmd[cmd.index(f) + 1] if f in cmd and cmd.index(f) + 1 < len(cmd) else None
+    rep.expect(cmd[:1] == ["herald-log"], name, f"StatefulSet/{sname} runs {cmd}, not herald-log")
+    rep.expect(flag("--listen") == f"0.0.0.0:{ports.get('http')}", name,
+               f"StatefulSet/{sname}: --listen {flag('--listen')!r} is not 0.0.0.0 on its http port {ports.get('http')}")
+    claims = {t["metadata"]["name"] for t in s["spec"].get("volumeClaimTemplates", [])}
+    mounts = [m["mountPath"] for m in c.get("volumeMounts", []) if m["name"] in claims]
+    db = flag("--db") or ""
+    rep.expect(any(db.startswith(m.rstrip("/") + "/") for m in mounts), name,
+               f"StatefulSet/{sname}: --db {db!r} is not on a volumeClaimTemplate mount ({mounts})")
+    svcs = [v for v in by_kind(objs, "Service") if selects(v["spec"]["selector"], pod_labels(s))]
+    http = [v for v in svcs if any(p.get("targetPort") in ("http", ports.get("http")) for p in v["spec"]["ports"])]
+    if rep.expect(len(http) == 1, name, f"{len(http)} Services route to herald-log's http port, expected 1"):
+        v = http[0]
+        rep.expect(v["spec"].get("type", "ClusterIP") == "ClusterIP" and v["spec"].get("clusterIP") != "None", name,
+                   f"Service/{v['metadata']['name']}: herald-log's API belongs behind a ClusterIP Service")
+        port = next(p["port"] for p in v["spec"]["ports"] if p.get("targetPort") in ("http", ports.get("http")))
+        want = f"http://{v['metadata']['name']}.{v['metadata'].get('namespace', 'herald')}.svc:{port}"
+        bad = {n: u for n, u in urls.items() if u is not None and not u.startswith(f"http://{v['metadata']['name']}.")}
+        rep.expect(all(urls.values()) and not bad, name,
+                   f"HERALD_LOG_URL should name {want} in every Herald container: {urls}")
+    for sm in by_kind(objs, "ServiceMonitor"):
+        job_label = sm["spec"].get("jobLabel")
+        hit = [v for v in http if selects_expr(sm["spec"]["selector"], v["metadata"]["labels"])]
+        jobs = {v["metadata"]["labels"].get(job_label) for v in hit}
+        eps = {ep.get("port") for ep in sm["spec"]["endpoints"]}
+        rep.expect(jobs == {"herald-log"} and "http" in eps, name,
+                   f"ServiceMonitor/{sm['metadata']['name']} does not scrape herald-log's http port as job herald-log "
+                   f"(jobs {sorted(j or '' for j in jobs)}, endpoint ports {sorted(eps)})")
 
 
 def check_demo(toml, demo_path, rep):

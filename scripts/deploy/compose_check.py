@@ -292,7 +292,9 @@ def main():
                 u = urlparse(c)
                 expect_listener(name, u.hostname, u.port or 80, f"command argument {c}")
         for port in s.get("ports", []):
-            target = port["target"] if isinstance(port, dict) else int(str(port).split(":")[-1])
+            # docker-compose 1.x writes "[host_ip:]published:target/protocol"
+            # as a string when a host address is bound (127.0.0.1:9467:9467/tcp).
+            target = port["target"] if isinstance(port, dict) else int(str(port).split(":")[-1].split("/")[0])
             if target not in listens.get(name, set()):
                 fail(name, f"publishes container port {target}, but listens on {sorted(p for p in listens.get(name, set()) if p)}")
 

@@ -4,7 +4,8 @@
 //! failing (400) destination, with duplicates, invalid and unrouted input
 //! mixed in, so every series the dashboards and alerts use exists. A real
 //! Prometheus (Debian's `prometheus` package, which `.ci/run` installs)
-//! scrapes the router and the adapters and loads `deploy/prometheus/alerts.yml`;
+//! scrapes the router, the adapters, the gateway and the delivery log
+//! (`herald-log`) and loads `deploy/prometheus/alerts.yml`;
 //! then every dashboard panel query, every template variable query and every
 //! alert expression is evaluated through its HTTP API. A query that does not
 //! parse, or returns no series, fails the test. `promtool` (same package)
@@ -351,13 +352,15 @@ async fn dashboards_and_alerts_evaluate_on_a_real_prometheus() {
     ));
     p.start_all();
     p.start_gateway().await;
+    // The delivery log: its dashboard row and HeraldReconcileStragglers.
+    let log = p.start_log(&p.dir.path().join("log.db")).await;
     let gateway = p.admin_addr("gateway").await;
     let router = p.admin_addr("router").await;
     let mut adapters = BTreeMap::new();
     for d in ["ok", "flaky", "bad"] {
         adapters.insert(d, p.admin_addr(d).await);
     }
-    println!("admin addresses: router {router}, adapters {adapters:?}");
+    println!("admin addresses: router {router}, adapters {adapters:?}, gateway {gateway}, herald-log {log}");
 
     let targets = |addrs: Vec<String>| {
         addrs
@@ -383,11 +386,15 @@ scrape_configs:
   - job_name: herald-gateway
     static_configs:
       - targets: [{gateway}]
+  - job_name: herald-log
+    static_configs:
+      - targets: [{log}]
 "#,
         rules = repo_root().join("deploy/prometheus/alerts.yml").display(),
         router = targets(vec![router.to_string()]),
         adapters = targets(adapters.values().map(|a| a.to_string()).collect()),
         gateway = targets(vec![gateway.to_string()]),
+        log = targets(vec![log.to_string()]),
     );
     let prom = Prometheus::start(&config).await;
     println!("Prometheus at {}", prom.url);
@@ -434,7 +441,8 @@ scrape_configs:
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let up = prom.query("up").await.expect("up parses");
-        let all_up = up.len() == 5 && up.iter().all(|s| s["value"][1] == "1");
+        // router, three adapters, gateway, herald-log
+        let all_up = up.len() == 6 && up.iter().all(|s| s["value"][1] == "1");
         if all_up {
             break;
         }
@@ -474,6 +482,7 @@ scrape_configs:
         "HeraldSuccessRatioLow",
         "HeraldNoEventsReceived",
         "HeraldCircuitOpen",
+        "HeraldReconcileStragglers",
     ] {
         assert!(
             alerts.iter().any(|(n, _)| n == required),

@@ -48,7 +48,9 @@ pub fn config_check(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         config.log.db,
         compact_duration(config.log.retention),
         compact_duration(config.log.reconcile_interval),
-        compact_duration(config.log.reconcile_window)
+        compact_duration(config.log.window(config.destinations.values().map(|d| {
+            d.retry.max_age + d.retry.tiers.iter().max().copied().unwrap_or_default()
+        })))
     );
     match &registry {
         Some(line) => println!("  schema registry: {line}"),

@@ -47,12 +47,13 @@ impl ApiState {
             let longest = dc.retry.tiers.iter().max().copied().unwrap_or_default();
             budgets.insert(d.clone(), dc.retry.max_age + longest);
         }
+        let window = config.log.window(budgets.values().copied());
         let store = Store::open(std::path::Path::new(&config.log.db))?;
         Ok(Self(Arc::new(Inner {
             store: Mutex::new(store),
             tiers,
             budgets,
-            window: config.log.reconcile_window,
+            window,
             interval: config.log.reconcile_interval,
             metrics,
         })))

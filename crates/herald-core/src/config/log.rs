@@ -21,9 +21,12 @@ pub struct LogConfig {
     #[serde(default = "default_retention", with = "serde_duration")]
     pub retention: Duration,
     /// The window the periodic reconcile checks (metric
-    /// `herald_log_reconcile_straggling_deliveries`).
-    #[serde(default = "default_window", with = "serde_duration")]
-    pub reconcile_window: Duration,
+    /// `herald_log_reconcile_straggling_deliveries`). Unset: the longest
+    /// destination budget (`retry.max_age` + its longest tier) plus an
+    /// hour, so every pair whose budget ran out within the last hour is
+    /// looked at.
+    #[serde(default, with = "crate::time::serde_opt_duration")]
+    pub reconcile_window: Option<Duration>,
     /// How often the periodic reconcile runs.
     #[serde(default = "default_interval", with = "serde_duration")]
     pub reconcile_interval: Duration,
@@ -38,9 +41,6 @@ fn default_db() -> String {
 fn default_retention() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
 }
-fn default_window() -> Duration {
-    Duration::from_secs(3600)
-}
 fn default_interval() -> Duration {
     Duration::from_secs(60)
 }
@@ -51,20 +51,31 @@ impl Default for LogConfig {
             listen: default_listen(),
             db: default_db(),
             retention: default_retention(),
-            reconcile_window: default_window(),
+            reconcile_window: None,
             reconcile_interval: default_interval(),
         }
     }
 }
 
 impl LogConfig {
+    /// The periodic reconcile's window: `reconcile_window`, or the longest
+    /// of `budgets` plus an hour.
+    pub fn window(&self, budgets: impl IntoIterator<Item = Duration>) -> Duration {
+        self.reconcile_window.unwrap_or_else(|| {
+            budgets.into_iter().max().unwrap_or_default() + Duration::from_secs(3600)
+        })
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.db.trim().is_empty() {
             return Err(invalid("log.db", "must name a file"));
         }
         for (k, v) in [
             ("log.retention", self.retention),
-            ("log.reconcile_window", self.reconcile_window),
+            (
+                "log.reconcile_window",
+                self.reconcile_window.unwrap_or(Duration::from_secs(1)),
+            ),
             ("log.reconcile_interval", self.reconcile_interval),
         ] {
             if v.is_zero() {

@@ -518,7 +518,7 @@ impl LogMetrics {
         let r = Registry::new();
         let stragglers = IntGauge::new(
             "herald_log_reconcile_straggling_deliveries",
-            "(event, destination) pairs routed in log.reconcile_window and still in flight past their destination's retry budget, at the last periodic reconcile.",
+            "(event, destination) pairs routed in log.reconcile_window (default: the longest destination budget + 1h) and still in flight past their destination's retry budget, at the last periodic reconcile.",
         )
         .expect("valid metric");
         r.register(Box::new(stragglers.clone()))

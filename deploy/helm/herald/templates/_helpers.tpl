@@ -159,6 +159,11 @@ gateway's public listener on gateway.port).
 {{- define "herald.env" -}}
 - name: HERALD_CONFIG
   value: /etc/herald/herald.toml
+{{- if .Values.log.enabled }}
+# `herald trace` / `herald reconcile` in any pod ask the delivery log.
+- name: HERALD_LOG_URL
+  value: http://{{ include "herald.fullname" . }}-log.{{ .Release.Namespace }}.svc:{{ .Values.log.port }}
+{{- end }}
 {{- range .Values.secretEnv }}
 - name: {{ .name }}
   valueFrom:
