@@ -128,8 +128,10 @@ impl Store {
                     source,
                     routed_at,
                     produced_at,
-                } => tx.execute(
+                } => tx.prepare_cached(
                     "INSERT OR IGNORE INTO routed VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(
                     params![destination, event_id, event_type, tenant, source, routed_at, produced_at],
                 )?,
                 Row::Attempt {
@@ -145,8 +147,10 @@ impl Store {
                     excerpt,
                     next_topic,
                     trace_id,
-                } => tx.execute(
+                } => tx.prepare_cached(
                     "INSERT OR IGNORE INTO attempts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?
+                .execute(
                     params![
                         destination, event_id, event_type, attempt, at, outcome, error_class, status,
                         latency_ms, excerpt, next_topic, trace_id
@@ -159,12 +163,16 @@ impl Store {
                     dead_at,
                     partition,
                     offset,
-                } => tx.execute(
+                } => tx.prepare_cached(
                     "INSERT OR IGNORE INTO dead VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(
                     params![destination, partition, offset, event_id, reason, dead_at],
                 )?,
-                Row::Action(a) => tx.execute(
+                Row::Action(a) => tx.prepare_cached(
                     "INSERT OR IGNORE INTO actions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(
                     params![
                         a.destination,
                         a.dlq_partition,
